@@ -1,0 +1,122 @@
+"""BatchPrediction status: what the operator observed (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from batchpredict.api.v1alpha1.base import StatusModel
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    RETRYING = "Retrying"
+    SUCCEEDED = "Succeeded"
+    PARTIALLY_SUCCEEDED = "PartiallySucceeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    CANCELLED = "Cancelled"
+
+
+TERMINAL_PHASES = frozenset(
+    {Phase.SUCCEEDED, Phase.PARTIALLY_SUCCEEDED, Phase.FAILED, Phase.CANCELLED}
+)
+
+
+class ConditionType(StrEnum):
+    MODEL_READY = "ModelReady"
+    PROGRESSING = "Progressing"
+    STALLED = "Stalled"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(StatusModel):
+    """A Kubernetes-style condition; lastTransitionTime moves only when status changes."""
+
+    type: str = Field(description="ModelReady, Progressing, Stalled, Complete or Failed.")
+    status: ConditionStatus
+    reason: str = Field(description="CamelCase reason, e.g. DatasetNotFound.")
+    message: str = Field(default="", description="What happened and what to do, for humans.")
+    last_transition_time: datetime
+    observed_generation: int | None = None
+
+
+class ItemCounts(StatusModel):
+    total: int | None = Field(default=None, description="Items in the dataset (after select).")
+    succeeded: int = Field(default=0, description="Items with a prediction.")
+    failed: int = Field(default=0, description="Items that failed for good.")
+    retrying: int = Field(default=0, description="Failed items waiting for a retry round.")
+    pending: int | None = Field(default=None, description="Items not done yet.")
+
+
+class ShardCounts(StatusModel):
+    total: int = 0
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+class ChildJob(StatusModel):
+    name: str
+    round: int
+
+
+class FailedItem(StatusModel):
+    id: str = Field(description="The item's id (idField, row number or file path).")
+    shard: int
+    attempts: int = 1
+    code: str = Field(description="Error code, e.g. INVALID_ARGUMENT or MALFORMED_ITEM.")
+    message: str
+    retryable: bool = False
+    next_retry_time: datetime | None = None
+
+
+class FailureSummaryEntry(StatusModel):
+    code: str
+    count: int
+    retryable: bool = False
+
+
+class OutputLocations(StatusModel):
+    predictions: str | None = Field(default=None, description="Predictions directory or file.")
+    failures: str | None = Field(default=None, description="Failure records of every item.")
+    manifest: str | None = Field(default=None, description="Summary manifest with counts.")
+
+
+class BatchPredictionStatus(StatusModel):
+    phase: Phase | None = Field(default=None, description="Where the run is.")
+    message: str | None = Field(default=None, description="Why the run is in this phase.")
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    started_by: str | None = Field(default=None, description="Who created the run.")
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    last_progress_time: datetime | None = None
+    items: ItemCounts | None = None
+    progress: str | None = Field(default=None, description="Share of items done, e.g. `63%`.")
+    items_per_second: float | None = Field(default=None, description="Recent throughput.")
+    eta: str | None = Field(default=None, description="Estimated time left, e.g. `4m10s`.")
+    shards: ShardCounts | None = None
+    round: int = Field(default=0, description="Retry round (0 is the first pass).")
+    next_retry_time: datetime | None = Field(
+        default=None, description="When the next retry round starts (phase Retrying)."
+    )
+    jobs: list[ChildJob] = Field(default_factory=list, description="Indexed Jobs, one per round.")
+    failed_items: list[FailedItem] = Field(
+        default_factory=list, description="The first failed items; all are in output storage."
+    )
+    failure_summary: list[FailureSummaryEntry] = Field(
+        default_factory=list, description="Failed items counted by error code."
+    )
+    output: OutputLocations | None = None
