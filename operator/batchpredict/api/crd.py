@@ -51,7 +51,8 @@ _DROPPED_KEYS = {"title", "$defs"}
 def structural_schema(model: type[Any]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of a pydantic model, ready for a CRD."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    return _rewrite(raw, raw.get("$defs", {}))
+    rewritten: dict[str, Any] = _rewrite(raw, raw.get("$defs", {}))
+    return rewritten
 
 
 def _rewrite(node: Any, defs: dict[str, Any]) -> Any:
@@ -59,34 +60,35 @@ def _rewrite(node: Any, defs: dict[str, Any]) -> Any:
         return [_rewrite(item, defs) for item in node]
     if not isinstance(node, dict):
         return node
-    node = _inline_ref(node, defs)
-    node = _collapse_nullable(node, defs)
+    node = _collapse_nullable(_inline_ref(node, defs), defs)
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in _DROPPED_KEYS:
-            continue
-        if key == "additionalProperties" and isinstance(value, bool):
-            continue  # false is implied by pruning; true is replaced by preserve-unknown-fields
-        if key == "default" and value is None:
-            continue
-        if key in {"properties"}:
-            out[key] = {name: _rewrite(sub, defs) for name, sub in value.items()}
-        elif key == "default":
-            out[key] = _without_nulls(value)
-        elif key in {"exclusiveMinimum", "exclusiveMaximum"}:
-            # JSON Schema's numeric form; OpenAPI v3.0 wants the bound plus a boolean.
-            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
-            out[key] = True
-        elif key in {"enum", "x-kubernetes-validations", "required"}:
-            out[key] = value
-        else:
-            out[key] = _rewrite(value, defs)
+        _rewrite_key(out, key, value, defs)
     if out.get("x-kubernetes-int-or-string"):
         out.pop("anyOf", None)
         out.pop("type", None)
     if out.get("x-kubernetes-preserve-unknown-fields"):
         out.pop("additionalProperties", None)
     return out
+
+
+def _rewrite_key(out: dict[str, Any], key: str, value: Any, defs: dict[str, Any]) -> None:
+    if key in _DROPPED_KEYS or (key == "default" and value is None):
+        return
+    if key == "additionalProperties" and isinstance(value, bool):
+        return  # false is implied by pruning; true is replaced by preserve-unknown-fields
+    if key == "properties":
+        out[key] = {name: _rewrite(sub, defs) for name, sub in value.items()}
+    elif key == "default":
+        out[key] = _without_nulls(value)
+    elif key in {"exclusiveMinimum", "exclusiveMaximum"}:
+        # JSON Schema's numeric form; OpenAPI v3.0 wants the bound plus a boolean.
+        out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+        out[key] = True
+    elif key in {"enum", "x-kubernetes-validations", "required"}:
+        out[key] = value
+    else:
+        out[key] = _rewrite(value, defs)
 
 
 def _without_nulls(value: Any) -> Any:

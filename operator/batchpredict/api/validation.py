@@ -24,7 +24,10 @@ def describe_errors(error: ValidationError, prefix: str = "") -> list[str]:
     for detail in error.errors(include_url=False):
         path = ".".join(str(part) for part in (prefix, *detail["loc"]) if part != "")
         message = detail["msg"].removeprefix("Value error, ")
-        if detail["type"] not in {"missing", "value_error", "extra_forbidden"} and "input" in detail:
+        if (
+            detail["type"] not in {"missing", "value_error", "extra_forbidden"}
+            and "input" in detail
+        ):
             message = f"{message} (got {detail['input']!r})"
         if detail["type"] == "extra_forbidden":
             message = "unknown field; check the spelling against `kubectl explain bp.spec`"

@@ -266,9 +266,7 @@ class InputSpec(ApiModel):
         "`files`) when left out.",
     )
     select: Select | None = Field(default=None, description="Score a subset of the dataset.")
-    preprocess: Preprocess | None = Field(
-        default=None, description="Transform items into tensors."
-    )
+    preprocess: Preprocess | None = Field(default=None, description="Transform items into tensors.")
 
 
 class OutputFormat(StrEnum):
@@ -414,8 +412,10 @@ class FailurePolicy(ApiModel):
 
 def _immutable(field: str) -> dict[str, Any]:
     return schema_extra(
-        cel("self == oldSelf", f"spec.{field} cannot change once the run started; create a new "
-            "BatchPrediction")
+        cel(
+            "self == oldSelf",
+            f"spec.{field} cannot change once the run started; create a new BatchPrediction",
+        )
     )
 
 
@@ -431,11 +431,16 @@ class BatchPredictionSpec(ApiModel):
         )
     }
 
-    model: ModelRef = Field(description="The Triton model to run.", json_schema_extra=_immutable("model"))
+    model: ModelRef = Field(
+        description="The Triton model to run.", json_schema_extra=_immutable("model")
+    )
     triton: TritonSpec = Field(description="The Triton server: `url` or `sidecar`.")
-    input: InputSpec = Field(description="The dataset to score.", json_schema_extra=_immutable("input"))
+    input: InputSpec = Field(
+        description="The dataset to score.", json_schema_extra=_immutable("input")
+    )
     output: OutputSpec = Field(
-        description="Where predictions and failure records go.", json_schema_extra=_immutable("output")
+        description="Where predictions and failure records go.",
+        json_schema_extra=_immutable("output"),
     )
     batching: BatchingSpec = Field(
         default=BatchingSpec(), description="Request batch size and in-flight concurrency."
@@ -451,17 +456,13 @@ class BatchPredictionSpec(ApiModel):
         description="Number of shards; 4 x parallelism when neither it nor itemsPerShard is set, "
         "so the Job balances.",
     )
-    worker: WorkerSpec = Field(
-        default=WorkerSpec(), description="Where and how worker pods run."
-    )
+    worker: WorkerSpec = Field(default=WorkerSpec(), description="Where and how worker pods run.")
     retry: RetrySpec = Field(default=RetrySpec(), description="Request and round retries.")
     failure_policy: FailurePolicy = Field(
         default=FailurePolicy(),
         description="When failed items make the run Failed instead of PartiallySucceeded.",
     )
-    suspend: bool = Field(
-        default=False, description="Pause the run (pods stop; progress is kept)."
-    )
+    suspend: bool = Field(default=False, description="Pause the run (pods stop; progress is kept).")
     queue_name: str | None = Field(
         default=None,
         pattern=DNS_SUBDOMAIN,
