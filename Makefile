@@ -32,7 +32,7 @@ lint: $(STAMP)  ## ruff and mypy --strict
 	$(BIN)/mypy
 
 crds: $(STAMP)  ## regenerate crds/ from the pydantic models
-	$(BIN)/python -m batchpredict.api.crd crds/batchpredict.io_batchpredictions.yaml
+	$(BIN)/python -m batchpredict.api.crd crds
 
 lock: $(STAMP)  ## re-pin constraints.txt from the current virtualenv
 	$(BIN)/pip freeze --exclude-editable | grep -v -i '^batchpredict' > constraints.txt.new

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from batchpredict.api.crd import build_crd, render_crd
+from batchpredict.api.crd import build_crd, build_report_crd, crd_files, render
 
-CRD_PATH = Path(__file__).parents[2] / "crds" / "batchpredict.io_batchpredictions.yaml"
+CRD_DIR = Path(__file__).parents[2] / "crds"
 
 
 def walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -32,12 +33,16 @@ def schema() -> dict[str, Any]:
     return result
 
 
-def test_committed_crd_is_in_sync_with_the_models() -> None:
-    assert CRD_PATH.read_text() == render_crd(), "run `make crds` and commit the result"
+def test_committed_crds_are_in_sync_with_the_models() -> None:
+    files = crd_files()
+    assert sorted(p.name for p in CRD_DIR.glob("*.yaml")) == sorted(files)
+    for name, crd in files.items():
+        assert (CRD_DIR / name).read_text() == render(crd), f"run `make crds`: {name} drifted"
 
 
-def test_schema_is_structural() -> None:
-    for path, node in walk(schema()):
+@pytest.mark.parametrize("crd", [build_crd(), build_report_crd()], ids=["bp", "shard"])
+def test_schema_is_structural(crd: dict[str, Any]) -> None:
+    for path, node in walk(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]):
         for forbidden in ("$ref", "$defs", "title", "anyOf", "allOf", "oneOf", "const"):
             assert forbidden not in node, f"{path} has {forbidden}"
         assert not isinstance(node.get("additionalProperties"), bool), path
@@ -89,5 +94,6 @@ def test_printer_columns_and_names() -> None:
     assert version["subresources"] == {"status": {}}
 
 
-def test_crd_file_is_valid_yaml() -> None:
-    assert yaml.safe_load(CRD_PATH.read_text())["kind"] == "CustomResourceDefinition"
+def test_crd_files_are_valid_yaml() -> None:
+    for path in CRD_DIR.glob("*.yaml"):
+        assert yaml.safe_load(path.read_text())["kind"] == "CustomResourceDefinition"
