@@ -344,6 +344,13 @@ class WorkerSpec(ApiModel):
         description="ServiceAccount the worker pods run as (it reads the data and Secrets).",
     )
     env: list[EnvVar] | None = Field(default=None, description="Extra environment variables.")
+    volumes: list[OpaqueObject] | None = Field(
+        default=None,
+        description="Pod volumes, e.g. the PersistentVolumeClaim holding the dataset.",
+    )
+    volume_mounts: list[OpaqueObject] | None = Field(
+        default=None, description="Where the worker container mounts `volumes`."
+    )
 
 
 class BackoffSpec(ApiModel):
@@ -434,7 +441,11 @@ class BatchPredictionSpec(ApiModel):
     model: ModelRef = Field(
         description="The Triton model to run.", json_schema_extra=_immutable("model")
     )
-    triton: TritonSpec = Field(description="The Triton server: `url` or `sidecar`.")
+    triton: TritonSpec | None = Field(
+        default=None,
+        description="The Triton server: `url` or `sidecar`; the operator's default server "
+        "(Helm value defaultTritonUrl) when left out.",
+    )
     input: InputSpec = Field(
         description="The dataset to score.", json_schema_extra=_immutable("input")
     )
