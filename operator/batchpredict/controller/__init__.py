@@ -1,0 +1,1 @@
+"""The kopf operator: thin handlers that read the cluster, call `reconcile`, and write back."""

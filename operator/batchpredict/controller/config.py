@@ -1,0 +1,77 @@
+"""Operator configuration: what the platform team sets in Helm values (a mounted YAML file)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+CONFIG_ENV = "BATCHPREDICT_CONFIG"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, alias_generator=to_camel, populate_by_name=True, extra="forbid"
+    )
+
+
+class NodePool(_Config):
+    """A named place to run workers, picked by `spec.worker.nodePool`."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] | None = None
+    resources: dict[str, Any] | None = Field(
+        default=None, description="Worker resources, e.g. limits: {nvidia.com/gpu: 1}."
+    )
+
+
+class OperatorConfig(_Config):
+    worker_image: str = Field(
+        default="ghcr.io/batchpredict/batchpredict:0.1.0",
+        description="Image of worker pods when a BatchPrediction names none.",
+    )
+    worker_command: list[str] = Field(
+        default_factory=lambda: ["batchpredict-worker"],
+        description="Entry point of the worker inside its image.",
+    )
+    image_pull_policy: str = "IfNotPresent"
+    worker_service_account: str = Field(
+        default="batchpredict-worker",
+        description="ServiceAccount the operator creates and binds in a run's namespace when the "
+        "run names none.",
+    )
+    worker_cluster_role: str = Field(
+        default="batchpredict-worker",
+        description="ClusterRole (from the chart) bound to worker ServiceAccounts: it allows "
+        "writing BatchPredictionShard reports and nothing else.",
+    )
+    default_triton_url: str | None = Field(
+        default=None, description="Triton server for runs that set no spec.triton."
+    )
+    node_pools: dict[str, NodePool] = Field(default_factory=dict)
+    max_running: int | None = Field(
+        default=None, ge=1, description="Cap on concurrently running BatchPredictions."
+    )
+    status_interval_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Reconcile (and at most one status patch) per run this often.",
+    )
+    failed_items_limit: int = Field(
+        default=20, ge=0, description="How many failed items status.failedItems lists."
+    )
+    metrics_port: int = Field(default=8080, ge=0, le=65535)
+
+
+def load_config(path: str | None = None) -> OperatorConfig:
+    """Read the YAML file named by `path` or $BATCHPREDICT_CONFIG; defaults without one."""
+    source = path or os.environ.get(CONFIG_ENV)
+    if not source:
+        return OperatorConfig()
+    data = yaml.safe_load(Path(source).read_text()) or {}
+    return OperatorConfig.model_validate(data)

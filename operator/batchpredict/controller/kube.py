@@ -1,0 +1,67 @@
+"""The operator's writes to the Kubernetes API (kubernetes_asyncio), each idempotent."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+CONFLICT = 409
+
+
+async def api_client() -> client.ApiClient:
+    """In-cluster credentials inside a pod, else the kubeconfig (KUBECONFIG or ~/.kube)."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config()
+    return client.ApiClient()
+
+
+async def create_if_absent(create: Any, *args: Any) -> bool:
+    """Call a `create_namespaced_*`; False when the object already exists (409): the names are
+    deterministic, so an operator restarted between create and status write never doubles."""
+    try:
+        await create(*args)
+    except ApiException as error:
+        if error.status == CONFLICT:
+            return False
+        raise
+    return True
+
+
+async def create_job(api: client.ApiClient, job: dict[str, Any]) -> bool:
+    batch = client.BatchV1Api(api)
+    return await create_if_absent(batch.create_namespaced_job, job["metadata"]["namespace"], job)
+
+
+async def ensure_worker_access(
+    api: client.ApiClient,
+    namespace: str,
+    service_account: str,
+    cluster_role: str,
+    *,
+    create_service_account: bool,
+) -> None:
+    """Let `service_account` write BatchPredictionShard reports in `namespace` (and nothing
+    more: the ClusterRole comes from the chart), creating the default ServiceAccount."""
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    labels = {"app.kubernetes.io/managed-by": "batchpredict"}
+    if create_service_account:
+        await create_if_absent(
+            core.create_namespaced_service_account,
+            namespace,
+            {"metadata": {"name": service_account, "labels": labels}},
+        )
+    binding = {
+        "metadata": {"name": f"batchpredict-worker-{service_account}"[:253], "labels": labels},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": cluster_role,
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+    }
+    await create_if_absent(rbac.create_namespaced_role_binding, namespace, binding)

@@ -1,0 +1,118 @@
+"""Job builders: plain dicts, no I/O. The handler creates what these return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
+from batchpredict.controller.config import OperatorConfig
+from batchpredict.reconcile.naming import Role, child_labels, job_name
+from batchpredict.reconcile.pods import WORKER_CONTAINER, build_pod_template, worker_env
+from batchpredict.worker import exit_codes
+
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# A plan or finalize pod that crashes is retried this often before the run fails.
+STEP_BACKOFF_LIMIT = 2
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The BatchPrediction a Job belongs to (owner reference: deleting it deletes the Job)."""
+
+    name: str
+    namespace: str
+    uid: str
+    api_version: str = "batchpredict.io/v1alpha1"
+    kind: str = "BatchPrediction"
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def pod_failure_policy(role: Role) -> dict[str, Any]:
+    """Map the worker's exit codes: cannot start fails the Job at once; a disruption
+    (eviction, preemption) is not the pod's fault and does not count; a broken shard is retried
+    up to the per-index limit (the worker resumes where it stopped)."""
+    rules: list[dict[str, Any]] = [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {
+            "action": "FailJob",
+            "onExitCodes": {
+                "containerName": WORKER_CONTAINER,
+                "operator": "In",
+                "values": [exit_codes.CANNOT_START],
+            },
+        },
+    ]
+    return {"rules": rules}
+
+
+def _job(
+    owner: Owner,
+    *,
+    role: Role,
+    round_: int,
+    spec: BatchPredictionSpec,
+    config: OperatorConfig,
+    job_spec: dict[str, Any],
+) -> dict[str, Any]:
+    labels = child_labels(owner.name, owner.uid, role, round_)
+    env = worker_env(
+        spec, config, name=owner.name, namespace=owner.namespace, run_uid=owner.uid, round_=round_
+    )
+    template = build_pod_template(spec, config, role=role, labels=labels, env=env)
+    job_labels = dict(labels)
+    if spec.queue_name and role is Role.SHARDS:
+        job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(owner.name, role, round_),
+            "namespace": owner.namespace,
+            "labels": job_labels,
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {**job_spec, "podFailurePolicy": pod_failure_policy(role), "template": template},
+    }
+
+
+def build_step_job(
+    owner: Owner, spec: BatchPredictionSpec, config: OperatorConfig, role: Role
+) -> dict[str, Any]:
+    """The one-pod plan or finalize Job."""
+    if role is Role.SHARDS:
+        raise ValueError("shard Jobs are built by build_worker_job")
+    job_spec = {"completions": 1, "backoffLimit": STEP_BACKOFF_LIMIT}
+    return _job(owner, role=role, round_=0, spec=spec, config=config, job_spec=job_spec)
+
+
+def build_worker_job(
+    owner: Owner,
+    spec: BatchPredictionSpec,
+    config: OperatorConfig,
+    *,
+    shards: int,
+    round_: int,
+    suspend: bool = False,
+) -> dict[str, Any]:
+    """The Indexed Job of one round: one completion index per shard."""
+    if shards < 1:
+        raise ValueError(f"a worker Job needs at least one shard, got {shards}")
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": shards,
+        "parallelism": min(spec.parallelism, shards),
+        "backoffLimitPerIndex": spec.retry.shard_backoff_limit,
+        # Kueue admits a queued Job by unsuspending it.
+        "suspend": suspend or spec.suspend or spec.queue_name is not None,
+    }
+    return _job(owner, role=Role.SHARDS, round_=round_, spec=spec, config=config, job_spec=job_spec)

@@ -1,0 +1,326 @@
+"""The run's state machine: from (spec, children, reports, previous status) to the new status,
+the Jobs to create and the Events to post. Pure: the handler does the I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from batchpredict.api.v1alpha1 import BatchPrediction
+from batchpredict.api.v1alpha1.spec import BackoffSpec, BatchPredictionSpec
+from batchpredict.api.v1alpha1.status import (
+    TERMINAL_PHASES,
+    BatchPredictionStatus,
+    ChildJob,
+    ConditionStatus,
+    ConditionType,
+    OutputLocations,
+    Phase,
+    ShardCounts,
+)
+from batchpredict.controller.config import OperatorConfig
+from batchpredict.reconcile.conditions import set_condition
+from batchpredict.reconcile.jobs import Owner, build_step_job, build_worker_job
+from batchpredict.reconcile.naming import Role
+from batchpredict.reconcile.observed import JobState, Observed
+from batchpredict.reconcile.progress import (
+    Progress,
+    aggregate_progress,
+    average_speed,
+    eta,
+    percent,
+)
+
+MODEL_REASONS = {"ModelNotFound", "ModelNotReady"}
+T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Decision:
+    status: BatchPredictionStatus
+    create: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+def retry_delay(backoff: BackoffSpec, attempt: int, seed: str) -> float:
+    """Exponential backoff with jitter that is deterministic per (run, round), so a restarted
+    operator computes the same nextRetryTime."""
+    base = min(backoff.initial_seconds * backoff.factor**attempt, backoff.max_seconds)
+    fraction = int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return min(base * (1 + backoff.jitter * fraction), backoff.max_seconds)
+
+
+def terminal_phase(spec: BatchPredictionSpec, failed: int, total: int) -> Phase:
+    """Succeeded, PartiallySucceeded or Failed by spec.failurePolicy."""
+    if failed == 0:
+        return Phase.SUCCEEDED
+    policy = spec.failure_policy
+    if policy.max_failed_items is not None and failed > policy.max_failed_items:
+        return Phase.FAILED
+    if (
+        policy.max_failed_percent is not None
+        and total
+        and failed * 100 / total > policy.max_failed_percent
+    ):
+        return Phase.FAILED
+    if failed >= total:
+        return Phase.FAILED
+    return Phase.PARTIALLY_SUCCEEDED
+
+
+class _Run:
+    """One reconcile of one BatchPrediction; builds up a Decision."""
+
+    def __init__(self, bp: BatchPrediction, observed: Observed, config: OperatorConfig) -> None:
+        meta = bp.metadata
+        self.spec = bp.spec
+        self.observed = observed
+        self.config = config
+        self.now = observed.now
+        self.generation = meta.get("generation")
+        self.owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+        self.previous = bp.status or BatchPredictionStatus()
+        self.status = self.previous.model_copy(
+            update={"observed_generation": self.generation, "message": None}
+        )
+        self.decision = Decision(status=self.status)
+
+    # -- helpers -------------------------------------------------------------------------
+    def set(self, **changes: Any) -> None:
+        self.status = self.status.model_copy(update=changes)
+
+    def condition(
+        self, type_: ConditionType, status: ConditionStatus, reason: str, msg: str
+    ) -> None:
+        conditions = set_condition(
+            list(self.status.conditions),
+            type_,
+            status,
+            reason,
+            msg,
+            now=self.now,
+            generation=self.generation,
+        )
+        self.set(conditions=conditions)
+
+    def create(self, job: dict[str, Any]) -> None:
+        self.decision.create.append(job)
+
+    # -- the steps ------------------------------------------------------------------------
+    def decide(self) -> Decision:
+        if self.previous.phase in TERMINAL_PHASES:
+            return Decision(status=self.previous)
+        if self.status.start_time is None:
+            self.set(start_time=self.now)
+        self.set(output=_output_locations(self.spec))
+        plan = self.observed.job(Role.PLAN)
+        if plan is None:
+            self.create(build_step_job(self.owner, self.spec, self.config, Role.PLAN))
+            self.pending("Planning", "counting the dataset and checking the model")
+        elif plan.failed:
+            self.plan_failed(plan)
+        elif not plan.complete or self.plan_totals() is None:
+            self.pending("Planning", "counting the dataset and checking the model")
+        else:
+            self.rounds()
+        self.decision.status = self.status
+        self.decision.events += _transition_events(self.previous, self.status)
+        return self.decision
+
+    def pending(self, reason: str, message: str) -> None:
+        self.set(phase=Phase.PENDING, message=message)
+        self.condition(ConditionType.PROGRESSING, T, reason, message)
+        self.condition(ConditionType.MODEL_READY, U, "Planning", "the plan step checks the model")
+
+    def plan_totals(self) -> tuple[int, int] | None:
+        """(items, shards) from the plan pod, or from status once recorded there."""
+        outcome = self.observed.plan
+        if outcome is not None and outcome.succeeded and "total" in outcome.data:
+            return int(outcome.data["total"]), int(outcome.data["shards"])
+        items, shards = self.previous.items, self.previous.shards
+        if items is not None and items.total is not None and shards is not None and shards.total:
+            return items.total, shards.total
+        return None
+
+    def plan_failed(self, plan: JobState) -> None:
+        outcome = self.observed.plan
+        reason = outcome.reason if outcome and not outcome.succeeded else "PlanFailed"
+        message = (outcome.message if outcome else "") or plan.failure_message
+        message = message or "the plan step failed; see `kubectl logs job/" + plan.name + "`"
+        if reason in MODEL_REASONS:
+            self.condition(ConditionType.MODEL_READY, F, reason, message)
+        self.finish(Phase.FAILED, reason, message)
+
+    def rounds(self) -> None:
+        totals = self.plan_totals()
+        assert totals is not None  # noqa: S101 (checked by the caller)
+        total, shards = totals
+        self.condition(ConditionType.MODEL_READY, T, "ModelReady", "the plan step found the model")
+        rounds = self.observed.rounds()
+        current = rounds[-1] if rounds else 0
+        job = self.observed.job(Role.SHARDS, current)
+        if job is None:
+            self.create(
+                build_worker_job(self.owner, self.spec, self.config, shards=shards, round_=0)
+            )
+        jobs = [
+            ChildJob(name=j.name, round=j.round)
+            for j in self.observed.jobs
+            if j.role is Role.SHARDS
+        ]
+        self.set(round=current, jobs=jobs)
+        finished = job is not None and job.finished
+        unreported = self.unreported_items(job, total, shards) if finished and job else 0
+        progress = aggregate_progress(
+            total,
+            {r: self.observed.round_reports(r) for r in rounds or [0]},
+            last_round=current,
+            last_round_finished=finished,
+            unreported_failed=unreported,
+            failed_items_limit=self.config.failed_items_limit,
+        )
+        self.record_progress(progress, shards, job)
+        if job is None or not job.finished:
+            self.running(job)
+        elif progress.retryable and current < self.spec.retry.max_rounds:
+            self.retrying(job, progress, shards, current)
+        else:
+            self.finalize(progress, total)
+
+    def unreported_items(self, job: JobState, total: int, shards: int) -> int:
+        """Items of shards that ended without a final report (their pods broke for good)."""
+        reports = {r.spec.shard: r for r in self.observed.round_reports(job.round)}
+        if job.round > 0:
+            return 0  # a retry round only redoes ids the previous round recorded
+        missing = 0
+        for shard in range(shards):
+            report = reports.get(shard)
+            if report is None or not report.progress.finished:
+                size = (shard + 1) * total // shards - shard * total // shards
+                done = report.progress.succeeded + report.progress.failed if report else 0
+                missing += max(size - done, 0)
+        return missing
+
+    def record_progress(self, progress: Progress, shards: int, job: JobState | None) -> None:
+        done_before = 0
+        if self.previous.items is not None:
+            done_before = self.previous.items.succeeded + self.previous.items.failed
+        if progress.done != done_before or self.status.last_progress_time is None:
+            self.set(last_progress_time=self.now)
+        speed = progress.items_per_second
+        self.set(
+            items=progress.items,
+            progress=percent(progress.done, progress.items.total),
+            items_per_second=speed,
+            eta=eta(progress.items.pending, speed),
+            failed_items=progress.failed_items,
+            failure_summary=progress.failure_summary,
+            shards=ShardCounts(
+                total=shards,
+                active=job.active if job else 0,
+                succeeded=job.completed_indexes if job else 0,
+                failed=job.failed_indexes if job else 0,
+            ),
+        )
+
+    def running(self, job: JobState | None) -> None:
+        message = "worker pods are scoring the shards"
+        self.set(phase=Phase.RUNNING, next_retry_time=None, message=message)
+        self.condition(ConditionType.PROGRESSING, T, "Running", message)
+        last = self.status.last_progress_time or self.now
+        idle = (self.now - last).total_seconds()
+        if job is not None and idle > self.spec.stall_timeout_seconds:
+            self.condition(
+                ConditionType.STALLED,
+                T,
+                "NoProgress",
+                f"no item finished for {int(idle)}s (stallTimeoutSeconds "
+                f"{self.spec.stall_timeout_seconds}); check the worker pods and Triton",
+            )
+        else:
+            self.condition(ConditionType.STALLED, F, "Progressing", "items are finishing")
+
+    def retrying(self, job: JobState, progress: Progress, shards: int, current: int) -> None:
+        ended = job.completion_time or self.now
+        delay = retry_delay(self.spec.retry.backoff, current, f"{self.owner.uid}/{current}")
+        at = self.status.next_retry_time or (ended + timedelta(seconds=delay))
+        message = f"{progress.retryable} failed items will be retried in round {current + 1}"
+        if self.now >= at:
+            self.create(
+                build_worker_job(
+                    self.owner, self.spec, self.config, shards=shards, round_=current + 1
+                )
+            )
+            self.set(phase=Phase.RUNNING, round=current + 1, next_retry_time=None)
+            self.condition(ConditionType.PROGRESSING, T, "Running", message)
+            return
+        self.set(phase=Phase.RETRYING, next_retry_time=at, message=message)
+        self.condition(ConditionType.PROGRESSING, T, "Retrying", message)
+
+    def finalize(self, progress: Progress, total: int) -> None:
+        step = self.observed.job(Role.FINALIZE)
+        if step is None:
+            self.create(build_step_job(self.owner, self.spec, self.config, Role.FINALIZE))
+        if step is None or not step.finished:
+            message = "writing the manifest"
+            self.set(phase=Phase.RUNNING, message=message, next_retry_time=None)
+            self.condition(ConditionType.PROGRESSING, T, "Finalizing", message)
+            return
+        if step.failed:
+            outcome = self.observed.finalize
+            detail = outcome.message if outcome else step.failure_message
+            self.finish(Phase.FAILED, "FinalizeFailed", f"the finalize step failed: {detail}")
+            return
+        phase = terminal_phase(self.spec, progress.items.failed, total)
+        counts = f"{progress.items.succeeded} of {total} items succeeded"
+        if progress.items.failed:
+            counts += f", {progress.items.failed} failed"
+        self.set(
+            items=progress.items.model_copy(update={"retrying": 0}),
+            eta=None,
+            items_per_second=average_speed(progress.done, self.status.start_time, self.now),
+        )
+        self.finish(phase, phase.value, counts)
+
+    def finish(self, phase: Phase, reason: str, message: str) -> None:
+        self.set(phase=phase, message=message, completion_time=self.now, next_retry_time=None)
+        self.set(eta=None)
+        self.condition(ConditionType.PROGRESSING, F, reason, message)
+        self.condition(ConditionType.STALLED, F, reason, "the run has ended")
+        done = phase in {Phase.SUCCEEDED, Phase.PARTIALLY_SUCCEEDED}
+        self.condition(ConditionType.COMPLETE, T if done else F, reason, message)
+        self.condition(ConditionType.FAILED, F if done else T, reason, message)
+
+
+def _output_locations(spec: BatchPredictionSpec) -> OutputLocations:
+    base = spec.output.uri.rstrip("/")
+    return OutputLocations(
+        predictions=f"{base}/", failures=f"{base}/", manifest=f"{base}/_manifest.json"
+    )
+
+
+def _transition_events(
+    previous: BatchPredictionStatus, current: BatchPredictionStatus
+) -> list[Event]:
+    if previous.phase == current.phase and previous.round == current.round:
+        return []
+    warning = current.phase in {Phase.FAILED, Phase.PARTIALLY_SUCCEEDED, Phase.RETRYING}
+    reason = current.phase.value if current.phase else "Unknown"
+    message = current.message or reason
+    if current.round != previous.round and current.phase is Phase.RUNNING:
+        reason, message = "RetryRoundStarted", f"round {current.round} started: {message}"
+    return [Event(type="Warning" if warning else "Normal", reason=reason, message=message)]
+
+
+def reconcile_run(bp: BatchPrediction, observed: Observed, config: OperatorConfig) -> Decision:
+    """Decide the new status and the children to create for one BatchPrediction."""
+    return _Run(bp, observed, config).decide()

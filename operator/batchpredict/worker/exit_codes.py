@@ -1,0 +1,20 @@
+"""Exit codes of `batchpredict-worker`; the operator maps them in the Job's podFailurePolicy."""
+
+from __future__ import annotations
+
+# The role finished: for a shard, every item is committed as a prediction or a failure.
+OK = 0
+# Usage error (bad command line); never produced by a correctly built Job.
+USAGE = 2
+# The role cannot start: invalid spec, dataset missing, model missing or not ready.
+# Retrying the pod does not help; the operator fails the run with the reported reason.
+CANNOT_START = 3
+# The role broke part-way (crash, storage error). Retrying the pod resumes where it stopped.
+BROKEN = 4
+
+# Reasons in the plan step's termination message and in CannotStart errors.
+REASON_DATASET_NOT_FOUND = "DatasetNotFound"
+REASON_MODEL_NOT_FOUND = "ModelNotFound"
+REASON_MODEL_NOT_READY = "ModelNotReady"
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_PLAN_NOT_FOUND = "PlanNotFound"
