@@ -12,7 +12,8 @@ from batchpredict.controller.config import OperatorConfig
 from batchpredict.reconcile.naming import Role
 from batchpredict.reconcile.observed import JobState, Observed, StepOutcome, count_indexes
 from batchpredict.reconcile.patching import merge_patch
-from batchpredict.reconcile.run import Decision, reconcile_run, retry_delay, terminal_phase
+from batchpredict.reconcile.policy import retry_delay, terminal_phase
+from batchpredict.reconcile.run import Decision, reconcile_run
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 CONFIG = OperatorConfig()
@@ -229,7 +230,8 @@ def test_retryable_failures_start_a_new_round_after_backoff() -> None:
         report(0, 5, round_=1),
         report(1, 0, round_=1),
     )
-    final = step(due, *retried, job(Role.FINALIZE, complete=True), at=timedelta(seconds=60), **spec)
+    finalized = job(Role.FINALIZE, 1, complete=True)  # the last round's finalize step
+    final = step(due, *retried, finalized, at=timedelta(seconds=60), **spec)
     assert final.status.phase is Phase.SUCCEEDED
     assert final.status.items is not None
     assert (final.status.items.succeeded, final.status.items.failed) == (100, 0)

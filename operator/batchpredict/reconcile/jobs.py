@@ -7,7 +7,7 @@ from typing import Any
 
 from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
 from batchpredict.controller.config import OperatorConfig
-from batchpredict.reconcile.naming import Role, child_labels, job_name
+from batchpredict.reconcile.naming import LABEL_REDO, Role, child_labels, job_name
 from batchpredict.reconcile.pods import WORKER_CONTAINER, build_pod_template, worker_env
 from batchpredict.worker import exit_codes
 
@@ -63,11 +63,15 @@ def _job(
     spec: BatchPredictionSpec,
     config: OperatorConfig,
     job_spec: dict[str, Any],
+    redo_all: bool = False,
 ) -> dict[str, Any]:
     labels = child_labels(owner.name, owner.uid, role, round_)
     env = worker_env(
         spec, config, name=owner.name, namespace=owner.namespace, run_uid=owner.uid, round_=round_
     )
+    if redo_all:
+        labels[LABEL_REDO] = "all"
+        env.append({"name": "BATCHPREDICT_REDO", "value": "all"})
     template = build_pod_template(spec, config, role=role, labels=labels, env=env)
     job_labels = dict(labels)
     if spec.queue_name and role is Role.SHARDS:
@@ -86,13 +90,13 @@ def _job(
 
 
 def build_step_job(
-    owner: Owner, spec: BatchPredictionSpec, config: OperatorConfig, role: Role
+    owner: Owner, spec: BatchPredictionSpec, config: OperatorConfig, role: Role, round_: int = 0
 ) -> dict[str, Any]:
-    """The one-pod plan or finalize Job."""
+    """The one-pod plan or finalize Job (finalize runs again after a manual retry round)."""
     if role is Role.SHARDS:
         raise ValueError("shard Jobs are built by build_worker_job")
     job_spec = {"completions": 1, "backoffLimit": STEP_BACKOFF_LIMIT}
-    return _job(owner, role=role, round_=0, spec=spec, config=config, job_spec=job_spec)
+    return _job(owner, role=role, round_=round_, spec=spec, config=config, job_spec=job_spec)
 
 
 def build_worker_job(
@@ -103,8 +107,10 @@ def build_worker_job(
     shards: int,
     round_: int,
     suspend: bool = False,
+    redo_all: bool = False,
 ) -> dict[str, Any]:
-    """The Indexed Job of one round: one completion index per shard."""
+    """The Indexed Job of one round: one completion index per shard. Round 0 scores the plan;
+    a later round redoes the previous round's retryable failures (every failure: `redo_all`)."""
     if shards < 1:
         raise ValueError(f"a worker Job needs at least one shard, got {shards}")
     job_spec: dict[str, Any] = {
@@ -115,4 +121,12 @@ def build_worker_job(
         # Kueue admits a queued Job by unsuspending it.
         "suspend": suspend or spec.suspend or spec.queue_name is not None,
     }
-    return _job(owner, role=Role.SHARDS, round_=round_, spec=spec, config=config, job_spec=job_spec)
+    return _job(
+        owner,
+        role=Role.SHARDS,
+        round_=round_,
+        spec=spec,
+        config=config,
+        job_spec=job_spec,
+        redo_all=redo_all,
+    )

@@ -11,7 +11,11 @@ LABEL_NAME = "batchpredict.io/name"
 LABEL_RUN = "batchpredict.io/run"  # the BatchPrediction's UID: names can be reused, UIDs not
 LABEL_ROLE = "batchpredict.io/role"
 LABEL_ROUND = "batchpredict.io/round"
+LABEL_REDO = "batchpredict.io/redo"  # "all": a manual retry round redoes every failed item
+# `kubectl annotate bp NAME batchpredict.io/retry=<new value>` retries a finished run's failures;
+# `batchpredict.io/cancel=true` stops a run and keeps what is done.
 ANNOTATION_RETRY = "batchpredict.io/retry"
+ANNOTATION_CANCEL = "batchpredict.io/cancel"
 
 # Kubernetes caps label values and Job names at 63 characters (the Job controller puts the Job
 # name into pod labels), so long BatchPrediction names are shortened with a stable hash.
@@ -41,6 +45,8 @@ def job_name(bp_name: str, role: Role, round_: int = 0) -> str:
     """Deterministic Job names: a second create of the same step fails with 409, never doubles."""
     if role is Role.SHARDS:
         return short_name(bp_name, f"r{round_}")
+    if role is Role.FINALIZE and round_ > 0:
+        return short_name(bp_name, f"finalize-r{round_}")  # a manual retry finalizes again
     return short_name(bp_name, role.value)
 
 

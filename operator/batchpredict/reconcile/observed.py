@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from batchpredict.api.v1alpha1.report import BatchPredictionShard
-from batchpredict.reconcile.naming import LABEL_ROLE, LABEL_ROUND, Role
+from batchpredict.reconcile.naming import LABEL_REDO, LABEL_ROLE, LABEL_ROUND, Role
 
 
 def count_indexes(ranges: str | None) -> int:
@@ -37,6 +37,8 @@ class JobState:
     role: Role
     round: int
     completions: int
+    parallelism: int = 1
+    redo_all: bool = False
     active: int = 0
     completed_indexes: int = 0
     failed_indexes: int = 0
@@ -67,6 +69,8 @@ class JobState:
             role=Role(labels.get(LABEL_ROLE, Role.SHARDS.value)),
             round=int(labels.get(LABEL_ROUND, "0")),
             completions=completions,
+            parallelism=int(spec.get("parallelism") or 1),
+            redo_all=labels.get(LABEL_REDO) == "all",
             active=int(status.get("active") or 0),
             completed_indexes=completed,
             failed_indexes=count_indexes(status.get("failedIndexes")),

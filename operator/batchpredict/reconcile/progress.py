@@ -38,11 +38,13 @@ def aggregate_progress(
     last_round_finished: bool,
     unreported_failed: int = 0,
     failed_items_limit: int = 20,
+    redo_all_rounds: frozenset[int] = frozenset(),
 ) -> Progress:
     """Counts over every round so far.
 
-    Round r+1 redoes the retryable failures of round r, so those count once, in the latest
-    round that saw them; `retrying` are the latest round's retryable failures once it finished.
+    Round r+1 redoes the retryable failures of round r (every failure when r+1 is in
+    `redo_all_rounds`, a manual retry), so those count once, in the latest round that saw them;
+    `retrying` are the latest round's retryable failures once it finished.
     `unreported_failed` are items of shards that broke without reporting them.
     """
     succeeded = failed = retrying = 0
@@ -53,8 +55,8 @@ def aggregate_progress(
         for report in reports_by_round[round_]:
             p = report.progress
             succeeded += p.succeeded
-            permanent = p.failed - p.retryable_failed
-            failed += p.failed if latest else permanent
+            carried = p.failed if round_ + 1 in redo_all_rounds else p.retryable_failed
+            failed += p.failed if latest else p.failed - carried
             if latest:
                 samples += p.failed_sample
                 codes.update({(code, False): n for code, n in p.failure_counts.items()})

@@ -120,3 +120,7 @@ class BatchPredictionStatus(StatusModel):
         default_factory=list, description="Failed items counted by error code."
     )
     output: OutputLocations | None = None
+    last_retry_request: str | None = Field(
+        default=None,
+        description="Value of the batchpredict.io/retry annotation last acted on.",
+    )

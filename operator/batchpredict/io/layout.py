@@ -1,0 +1,120 @@
+"""Where a run's files live under `output.uri`, and atomic writes over fsspec.
+
+    <output.uri>/
+      plan.json                              plan step: {total, shards, chunkItems, ...}
+      rounds/<round>/shard-<shard>/          round 0 = first pass, 1.. = retry rounds
+        predictions-<chunk>.jsonl|.parquet   one row per succeeded item (committed last)
+        failures-<chunk>.jsonl               one row per failed item (maybe empty)
+        manifest.json                        written when the shard is done (counts)
+      manifest.json                          finalize: counts and locations of the run
+      failures.jsonl                         finalize: the final failure of every failed id
+      predictions.jsonl|.parquet             finalize, when output.combine: every prediction
+
+Chunk <c> of a shard holds the shard's items c*chunkItems .. (c+1)*chunkItems-1 (in position
+order). A chunk is committed when its predictions file exists: the failures file is renamed
+into place first, so a restarted worker redoes a chunk it did not commit and overwrites it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+import fsspec
+
+_CHUNK = re.compile(r"predictions-(\d+)\.(jsonl|parquet)$")
+
+
+class OutputLayout:
+    """Paths of one run's outputs, and the few storage operations the worker needs."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri.rstrip("/")
+        self.fs, root = fsspec.core.url_to_fs(self.uri)
+        self.root = root.rstrip("/")
+
+    # --- paths --------------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def url(self, path: str) -> str:
+        """The user-facing location of `path` (with the URI's scheme)."""
+        rel = path[len(self.root) :].lstrip("/")
+        return f"{self.uri}/{rel}" if rel else self.uri
+
+    @property
+    def plan(self) -> str:
+        return self.path("plan.json")
+
+    @property
+    def summary(self) -> str:
+        return self.path("manifest.json")
+
+    @property
+    def final_failures(self) -> str:
+        return self.path("failures.jsonl")
+
+    def combined(self, ext: str) -> str:
+        return self.path(f"predictions.{ext}")
+
+    def shard_dir(self, round_: int, shard: int) -> str:
+        return self.path("rounds", f"{round_:03d}", f"shard-{shard:05d}")
+
+    def predictions_chunk(self, round_: int, shard: int, chunk: int, ext: str) -> str:
+        return f"{self.shard_dir(round_, shard)}/predictions-{chunk:06d}.{ext}"
+
+    def failures_chunk(self, round_: int, shard: int, chunk: int) -> str:
+        return f"{self.shard_dir(round_, shard)}/failures-{chunk:06d}.jsonl"
+
+    def shard_manifest(self, round_: int, shard: int) -> str:
+        return f"{self.shard_dir(round_, shard)}/manifest.json"
+
+    # --- storage ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
+        """Write to a temporary name beside `path`, then rename: readers never see half."""
+        directory, name = path.rsplit("/", 1)
+        self.fs.makedirs(directory, exist_ok=True)
+        temp = f"{directory}/.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with self.fs.open(temp, "wb") as handle:
+                yield handle
+            self.fs.mv(temp, path)
+        finally:
+            if self.fs.exists(temp):
+                self.fs.rm(temp)
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        with self.open_atomic(path) as handle:
+            handle.write(data)
+
+    def write_json(self, path: str, value: Any) -> None:
+        self.write_atomic(path, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")
+
+    def read_json(self, path: str) -> Any:
+        with self.fs.open(path, "rb") as handle:
+            return json.loads(handle.read())
+
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.exists(path))
+
+    def committed_chunks(self, round_: int, shard: int) -> dict[int, str]:
+        """Chunk number -> predictions file, for the chunks a previous attempt committed."""
+        directory = self.shard_dir(round_, shard)
+        if not self.fs.exists(directory):
+            return {}
+        chunks = {}
+        for path in self.fs.ls(directory, detail=False):
+            match = _CHUNK.search(path)
+            if match:
+                chunks[int(match.group(1))] = path
+        return chunks
+
+    def read_jsonl(self, path: str) -> list[dict[str, Any]]:
+        with self.fs.open(path, "rb") as handle:
+            return [json.loads(line) for line in handle if line.strip()]

@@ -1,0 +1,311 @@
+"""Dataset readers over fsspec: JSONL, CSV, Parquet (streamed in record batches) and files.
+
+Every reader yields `ItemBatch`es in dataset order. An item's *position* counts the items kept
+by `select` (0, 1, 2, ...): shards are ranges of positions. Its *id* is the `idField` value,
+else the row number in the dataset (before `select`), else, for files, the relative path.
+A row that cannot be read fails alone: it keeps its position and id and carries an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from batchpredict.api.v1alpha1.spec import InputFormat, InputSpec, Select
+
+MALFORMED = "MALFORMED_ITEM"
+# The whole file's bytes, for `files` datasets (`$item` in tensor mappings).
+ITEM_FIELD = "$item"
+PATH_FIELD = "path"
+_SUFFIXES = {
+    InputFormat.JSONL: (".jsonl", ".json", ".ndjson"),
+    InputFormat.CSV: (".csv",),
+    InputFormat.PARQUET: (".parquet", ".pq"),
+}
+
+
+class DatasetNotFoundError(Exception):
+    """The dataset URI names nothing readable."""
+
+
+@dataclass
+class ItemBatch:
+    """Consecutive items: either an Arrow `table` (Parquet) or Python `rows`."""
+
+    positions: list[int]
+    ids: list[str]
+    rows: list[dict[str, Any] | None] | None = None
+    table: pa.RecordBatch | None = None
+    # index in this batch -> (code, message) for items that could not be read
+    errors: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+class Dataset:
+    """A dataset named by an InputSpec; opening it checks that it exists."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+        self.select = spec.select or Select()
+        self.fs, root = fsspec.core.url_to_fs(spec.uri)
+        self.root = root.rstrip("/")
+        self.files = self._list_files()
+
+    def _list_files(self) -> list[str]:
+        fs, root = self.fs, self.root
+        if any(ch in root for ch in "*?["):
+            files = sorted(p for p in fs.glob(root) if fs.isfile(p))
+            base = root.split("*")[0].rsplit("/", 1)[0]
+        elif fs.isdir(root):
+            files, base = sorted(fs.find(root)), root
+        elif fs.exists(root):
+            files, base = [root], root.rsplit("/", 1)[0]
+        else:
+            raise DatasetNotFoundError(f"input.uri: {self.spec.uri} does not exist")
+        self.base = base
+        if self.spec.format in _SUFFIXES and len(files) > 1:
+            files = [f for f in files if f.endswith(_SUFFIXES[self.spec.format])]
+        if self.select.glob:
+            import fnmatch  # noqa: PLC0415 (only for this option)
+
+            files = [f for f in files if fnmatch.fnmatch(self.relative(f), self.select.glob)]
+        if not files:
+            raise DatasetNotFoundError(
+                f"input.uri: no {self.spec.format.value} files under {self.spec.uri}"
+                + (f" matching select.glob {self.select.glob!r}" if self.select.glob else "")
+            )
+        return files
+
+    def relative(self, path: str) -> str:
+        return path[len(self.base) :].lstrip("/") if path.startswith(self.base) else path
+
+    def fields(self) -> list[str]:
+        """Field names items have (from the Parquet schema or the first row)."""
+        if self.spec.format == InputFormat.FILES:
+            return [ITEM_FIELD, PATH_FIELD]
+        if self.spec.format == InputFormat.PARQUET:
+            with self.fs.open(self.files[0], "rb") as handle:
+                return list(pq.ParquetFile(handle).schema_arrow.names)
+        for batch in self.iter_items(batch_rows=1):
+            row = (batch.rows or [None])[0]
+            if row is not None:
+                return list(row)
+        return []
+
+    def count(self) -> int:
+        """Number of items after `select` (streams the data unless metadata suffices)."""
+        if self.spec.format == InputFormat.FILES and not self.select.where:
+            total = len(self.files)
+        elif self.spec.format == InputFormat.PARQUET and not self.select.where:
+            total = 0
+            for path in self.files:
+                with self.fs.open(path, "rb") as handle:
+                    total += pq.ParquetFile(handle).metadata.num_rows
+        else:
+            total = sum(len(b) for b in self.iter_items(batch_rows=4096))
+        return min(total, self.select.limit) if self.select.limit else total
+
+    def iter_items(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        wanted: set[int] | None = None,
+        batch_rows: int = 1024,
+    ) -> Iterator[ItemBatch]:
+        """Items with positions in [start, stop) (and in `wanted` when given), streaming."""
+        limit = self.select.limit
+        if limit is not None:
+            stop = limit if stop is None else min(stop, limit)
+        if stop is not None and stop <= start:
+            return
+        for batch in self._kept_batches(start, batch_rows):
+            first, end = batch.positions[0], batch.positions[-1] + 1
+            if end <= start:
+                continue
+            if stop is not None and first >= stop:
+                return
+            keep = [
+                i
+                for i, pos in enumerate(batch.positions)
+                if pos >= start
+                and (stop is None or pos < stop)
+                and (wanted is None or pos in wanted)
+            ]
+            if len(keep) == len(batch):
+                yield batch
+            elif keep:
+                yield take(batch, keep)
+            if stop is not None and end >= stop:
+                return
+
+    def _kept_batches(self, start: int, batch_rows: int) -> Iterator[ItemBatch]:
+        """Every item kept by `select.where`, numbered with positions."""
+        if self.spec.format == InputFormat.PARQUET:
+            yield from self._parquet(start, batch_rows)
+            return
+        raw = self._files() if self.spec.format == InputFormat.FILES else self._text_rows()
+        position = 0
+        pending: list[tuple[int, str, dict[str, Any] | None, tuple[str, str] | None]] = []
+        for row_number, item_id, row, error in raw:
+            if row is not None and not self._matches(row):
+                continue
+            pending.append((position, item_id or str(row_number), row, error))
+            position += 1
+            if len(pending) >= batch_rows:
+                yield _rows_batch(pending)
+                pending = []
+        if pending:
+            yield _rows_batch(pending)
+
+    def _matches(self, row: dict[str, Any]) -> bool:
+        where = self.select.where or {}
+        return all(str(row.get(k)) == v for k, v in where.items())
+
+    def _id(self, row: dict[str, Any] | None) -> str | None:
+        id_field = self.spec.id_field
+        if id_field is None or row is None or row.get(id_field) is None:
+            return None
+        return str(row[id_field])
+
+    def _files(self) -> Iterator[tuple[int, str, dict[str, Any] | None, tuple[str, str] | None]]:
+        for number, path in enumerate(self.files):
+            rel = self.relative(path)
+            yield number, rel, {PATH_FIELD: rel, "_uri": path}, None
+
+    def _text_rows(
+        self,
+    ) -> Iterator[tuple[int, str, dict[str, Any] | None, tuple[str, str] | None]]:
+        number = 0
+        for path in self.files:
+            with self.fs.open(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
+                lines = _jsonl_rows(f) if self.spec.format == InputFormat.JSONL else _csv_rows(f)
+                for row, error in lines:
+                    item_id = self._id(row)
+                    yield number, item_id or str(number), row, error
+                    number += 1
+
+    def _parquet(self, start: int, batch_rows: int) -> Iterator[ItemBatch]:
+        columns = self._columns()
+        position = row_number = 0
+        for path in self.files:
+            with self.fs.open(path, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                groups = list(range(parquet.num_row_groups))
+                if not self.select.where:
+                    # Positions are row numbers: skip whole row groups before `start`.
+                    while groups and row_number + _rows(parquet, groups[0]) <= start:
+                        row_number += _rows(parquet, groups.pop(0))
+                    position = row_number
+                if not groups:
+                    continue
+                for record in parquet.iter_batches(batch_rows, groups, columns):
+                    numbers: range | list[int] = range(row_number, row_number + record.num_rows)
+                    row_number += record.num_rows
+                    mask = self._where_mask(record)
+                    kept = record
+                    if mask is not None:
+                        kept = record.filter(mask)
+                        numbers = [n for n, ok in zip(numbers, mask.to_pylist(), strict=True) if ok]
+                    if kept.num_rows == 0:
+                        continue
+                    positions = list(range(position, position + kept.num_rows))
+                    position += kept.num_rows
+                    yield ItemBatch(positions, self._arrow_ids(kept, numbers), table=kept)
+
+    def _columns(self) -> list[str] | None:
+        if not self.select.columns:
+            return None
+        extra = [self.spec.id_field, *(self.select.where or {})]
+        return list(dict.fromkeys([*self.select.columns, *(c for c in extra if c)]))
+
+    def _where_mask(self, record: pa.RecordBatch) -> pa.Array | None:
+        mask = None
+        for key, value in (self.select.where or {}).items():
+            column = record.column(key) if key in record.schema.names else pa.nulls(len(record))
+            equal = pc.fill_null(pc.equal(pc.cast(column, pa.string()), value), False)
+            mask = equal if mask is None else pc.and_(mask, equal)
+        return mask
+
+    def _arrow_ids(self, record: pa.RecordBatch, numbers: range | list[int]) -> list[str]:
+        id_field = self.spec.id_field
+        if id_field and id_field in record.schema.names:
+            values = pc.cast(record.column(id_field), pa.string()).to_pylist()
+            return [str(n) if v is None else v for v, n in zip(values, numbers, strict=True)]
+        return [str(n) for n in numbers]
+
+
+def _rows(parquet: pq.ParquetFile, group: int) -> int:
+    return int(parquet.metadata.row_group(group).num_rows)
+
+
+def take(batch: ItemBatch, keep: list[int]) -> ItemBatch:
+    """The items of `batch` at indices `keep`."""
+    where = {i: n for n, i in enumerate(keep)}
+    return ItemBatch(
+        positions=[batch.positions[i] for i in keep],
+        ids=[batch.ids[i] for i in keep],
+        rows=[batch.rows[i] for i in keep] if batch.rows is not None else None,
+        table=batch.table.take(pa.array(keep)) if batch.table is not None else None,
+        errors={where[i]: e for i, e in batch.errors.items() if i in where},
+    )
+
+
+def _rows_batch(
+    pending: list[tuple[int, str, dict[str, Any] | None, tuple[str, str] | None]],
+) -> ItemBatch:
+    return ItemBatch(
+        positions=[p[0] for p in pending],
+        ids=[p[1] for p in pending],
+        rows=[p[2] for p in pending],
+        errors={i: p[3] for i, p in enumerate(pending) if p[3] is not None},
+    )
+
+
+def _jsonl_rows(f: io.TextIOBase) -> Iterator[tuple[dict[str, Any] | None, tuple[str, str] | None]]:
+    for number, line in enumerate(f, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            yield None, (MALFORMED, f"line {number} is not valid JSON: {error}")
+            continue
+        if not isinstance(row, dict):
+            yield None, (MALFORMED, f"line {number} is not a JSON object")
+            continue
+        yield row, None
+
+
+def _csv_rows(f: io.TextIOBase) -> Iterator[tuple[dict[str, Any] | None, tuple[str, str] | None]]:
+    reader = csv.reader(f)
+    header = next(reader, None)
+    if header is None:
+        return
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != len(header):
+            message = f"line {reader.line_num} has {len(row)} fields, the header has {len(header)}"
+            yield None, (MALFORMED, message)
+            continue
+        yield dict(zip(header, row, strict=True)), None
+
+
+def open_dataset(spec: InputSpec) -> Dataset:
+    """Open the dataset; DatasetNotFoundError when nothing is there."""
+    try:
+        return Dataset(spec)
+    except (FileNotFoundError, PermissionError) as error:
+        raise DatasetNotFoundError(f"input.uri: cannot read {spec.uri}: {error}") from None

@@ -1,0 +1,132 @@
+"""`batchpredict-worker plan|shard|finalize`: the program every BatchPrediction pod runs.
+
+Contract with the operator (it builds the Jobs from this):
+
+Environment
+  BATCHPREDICT_SPEC            the BatchPrediction spec as JSON (camelCase, as stored)
+  BATCHPREDICT_NAME            the BatchPrediction's name; BATCHPREDICT_NAMESPACE its namespace
+  BATCHPREDICT_RUN_UID         its UID (a plan from another run in output.uri is refused)
+  BATCHPREDICT_ROUND           retry round, 0 first (finalize: the last round that ran)
+  JOB_COMPLETION_INDEX         the shard (`shard` role; set by the Indexed Job)
+  BATCHPREDICT_TRITON_URL      overrides spec.triton.url (sidecar: localhost:8001)
+  BATCHPREDICT_REPORT          api | file | off; api in a pod, else file
+  BATCHPREDICT_REPORT_FILE     file mode: where (default <shard dir>/report.json)
+  BATCHPREDICT_REPORT_INTERVAL seconds between report writes (default 5)
+  BATCHPREDICT_TERMINATION_LOG default /dev/termination-log
+  BATCHPREDICT_TLS_DIR         ca.crt/tls.crt/tls.key of spec.triton.tls.secretName
+                               (default /var/run/batchpredict/tls)
+  BATCHPREDICT_HEADERS_DIR     spec.triton.headersSecret mounted: one request header per file
+                               (default /var/run/batchpredict/headers)
+  BATCHPREDICT_TRITON_WAIT     seconds to wait for Triton to answer (default 60; sidecars)
+  BATCHPREDICT_CHUNK_ITEMS     plan role: items per output chunk (default 10000)
+
+Roles and exit codes (worker/exit_codes.py)
+  plan      checks the dataset and the model, counts items, writes <output>/plan.json and the
+            termination message {"total","shards","chunkItems","batchSize","concurrency",...}
+  shard     processes shard JOB_COMPLETION_INDEX of round BATCHPREDICT_ROUND; round r>0 redoes
+            the retryable failures (and never-committed items) of round r-1 of the same shard
+  finalize  writes <output>/failures.jsonl (final failure per failed id), <output>/manifest.json
+            (counts, locations) and, with output.combine, <output>/predictions.<format>
+  0 = done (a shard's failed items are recorded, not fatal); 3 = cannot start (invalid spec,
+  dataset missing, model missing/not ready, no plan); 4 = broken part-way (retry the pod: it
+  resumes). On 3 and 4 the termination message is {"reason": ..., "message": ...}, reason one
+  of InvalidSpec, DatasetNotFound, ModelNotFound, ModelNotReady, PlanNotFound, Crashed.
+
+Output layout: see batchpredict.io.layout. Progress: one BatchPredictionShard per
+(run, round, shard), written at most every BATCHPREDICT_REPORT_INTERVAL seconds and on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from batchpredict.worker import exit_codes
+from batchpredict.worker.config import CannotStartError, WorkerEnv, load_env
+
+log = logging.getLogger("batchpredict.worker")
+ROLES = ("plan", "shard", "finalize")
+# The kubelet keeps at most 4096 bytes of the termination message.
+TERMINATION_LIMIT = 4000
+
+
+def write_termination(path: Path, value: dict[str, Any]) -> None:
+    text = json.dumps(value, separators=(",", ":"))
+    if len(text) > TERMINATION_LIMIT and "message" in value:
+        value = {**value, "message": str(value["message"])[: TERMINATION_LIMIT - 200] + "..."}
+        text = json.dumps(value, separators=(",", ":"))
+    try:
+        path.write_text(text)
+    except OSError as error:  # outside a pod there may be no /dev/termination-log
+        log.debug("no termination message written to %s: %s", path, error)
+
+
+def _role(name: str) -> Callable[[WorkerEnv], Coroutine[Any, Any, dict[str, Any]]]:
+    if name == "plan":
+        from batchpredict.worker.plan import run_plan  # noqa: PLC0415 (import what runs)
+
+        return run_plan
+    if name == "shard":
+        from batchpredict.worker.shard import run_shard  # noqa: PLC0415
+
+        return run_shard
+    from batchpredict.worker.finalize import run_finalize  # noqa: PLC0415
+
+    return run_finalize
+
+
+def run(role: str, environ: dict[str, str] | None = None) -> int:
+    """Run one role; returns the exit code."""
+    termination = Path("/dev/termination-log")
+    try:
+        env = load_env(environ)
+        termination = env.termination_log
+        result = asyncio.run(_role(role)(env))
+    except CannotStartError as error:
+        log.error("cannot start: %s: %s", error.reason, error)  # noqa: TRY400 (no traceback)
+        write_termination(termination, {"reason": error.reason, "message": str(error)})
+        return exit_codes.CANNOT_START
+    except Exception as error:
+        log.exception("%s failed", role)
+        write_termination(
+            termination, {"reason": "Crashed", "message": f"{type(error).__name__}: {error}"}
+        )
+        return exit_codes.BROKEN
+    log.info("%s done: %s", role, json.dumps(result, separators=(",", ":")))
+    write_termination(termination, result)
+    return exit_codes.OK
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log pipelines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    if len(args) != 1 or args[0] not in ROLES:
+        sys.stderr.write(f"usage: batchpredict-worker {{{'|'.join(ROLES)}}}\n")
+        return exit_codes.USAGE
+    return run(args[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

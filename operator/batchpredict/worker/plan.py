@@ -1,0 +1,42 @@
+"""The plan role: check dataset and model, count the items, write the shard plan."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from batchpredict.io.layout import OutputLayout
+from batchpredict.planning import DEFAULT_CHUNK_ITEMS, plan_shards
+from batchpredict.worker.config import WorkerEnv
+from batchpredict.worker.setup import check_run, load_dataset, setup_model
+
+
+async def run_plan(env: WorkerEnv) -> dict[str, Any]:
+    """Returns the compact result for the termination message: {total, shards, ...}."""
+    spec = env.spec
+    layout = OutputLayout(spec.output.uri)
+    if await asyncio.to_thread(layout.exists, layout.plan):
+        check_run(await asyncio.to_thread(layout.read_json, layout.plan), env.run_uid, layout)
+    dataset = await load_dataset(env)
+    setup = await setup_model(env, dataset)
+    await setup.client.close()
+    total = await asyncio.to_thread(dataset.count)
+    plan = plan_shards(total, spec, chunk_items=env.chunk_items or DEFAULT_CHUNK_ITEMS)
+    result: dict[str, Any] = {
+        **plan.to_wire(),
+        "batchSize": setup.batch_size,
+        "concurrency": setup.concurrency,
+        "modelVersion": setup.info.version,
+    }
+    document = {
+        **result,
+        "runUid": env.run_uid,
+        "name": env.name,
+        "namespace": env.namespace,
+        "createdAt": datetime.now(UTC).isoformat(),
+        "inputs": [b.__dict__ | {"shape": list(b.shape)} for b in setup.inputs],
+        "outputs": [{"tensor": o.tensor, "field": o.field} for o in setup.outputs],
+    }
+    await asyncio.to_thread(layout.write_json, layout.plan, document)
+    return result

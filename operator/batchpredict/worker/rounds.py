@@ -1,0 +1,74 @@
+"""Which items a shard works on in each round, and the final outcome of every item.
+
+Round 0 of shard i covers the plan's range. Round r+1 of shard i redoes, from round r, the
+retryable failures of committed chunks and every item of chunks round r never committed.
+Everything is derived from committed files, so a restarted pod or the finalize step computes
+the same lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchpredict.io.layout import OutputLayout
+from batchpredict.planning import ShardPlan
+
+
+def chunk_count(work: Sequence[int], chunk_items: int) -> int:
+    return -(-len(work) // chunk_items)
+
+
+def chunk_failures(
+    layout: OutputLayout, round_: int, shard: int, chunk: int
+) -> list[dict[str, Any]]:
+    path = layout.failures_chunk(round_, shard, chunk)
+    return layout.read_jsonl(path) if layout.exists(path) else []
+
+
+@dataclass
+class RoundOutcome:
+    """What one round of one shard committed."""
+
+    work: Sequence[int]
+    committed: dict[int, str]  # chunk -> predictions file
+    failures: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def retry_work(self, chunk_items: int) -> list[int]:
+        """Positions the next round redoes, in order."""
+        redo: list[int] = []
+        for c in range(chunk_count(self.work, chunk_items)):
+            if c in self.committed:
+                redo += [int(f["position"]) for f in self.failures.get(c, []) if f["retryable"]]
+            else:
+                redo += list(self.work[c * chunk_items : (c + 1) * chunk_items])
+        return sorted(redo)
+
+
+def round_outcome(
+    layout: OutputLayout, round_: int, shard: int, work: Sequence[int], chunk_items: int
+) -> RoundOutcome:
+    committed = layout.committed_chunks(round_, shard)
+    committed = {c: p for c, p in committed.items() if c < chunk_count(work, chunk_items)}
+    failures = {c: chunk_failures(layout, round_, shard, c) for c in committed}
+    return RoundOutcome(work, committed, failures)
+
+
+def walk_rounds(
+    layout: OutputLayout, plan: ShardPlan, shard: int, last_round: int
+) -> Iterator[RoundOutcome]:
+    """The outcome of rounds 0..last_round of `shard` (the last one may be unfinished)."""
+    work: Sequence[int] = plan.shard_range(shard)
+    for r in range(last_round + 1):
+        outcome = round_outcome(layout, r, shard, work, plan.chunk_items)
+        yield outcome
+        work = outcome.retry_work(plan.chunk_items)
+
+
+def shard_work(layout: OutputLayout, plan: ShardPlan, shard: int, round_: int) -> Sequence[int]:
+    """The positions shard `shard` works on in round `round_`."""
+    work: Sequence[int] = plan.shard_range(shard)
+    for r in range(round_):
+        work = round_outcome(layout, r, shard, work, plan.chunk_items).retry_work(plan.chunk_items)
+    return work

@@ -1,0 +1,134 @@
+"""The shard role: one completion index of one round, resumable chunk by chunk."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from batchpredict.io.layout import OutputLayout
+from batchpredict.worker import exit_codes
+from batchpredict.worker.config import CannotStartError, WorkerEnv
+from batchpredict.worker.pipeline import Settings, ShardPipeline
+from batchpredict.worker.preprocess import Preprocessor
+from batchpredict.worker.report import ApiSink, FileSink, ProgressReporter, ReportSink
+from batchpredict.worker.rounds import chunk_count, round_outcome, shard_work
+from batchpredict.worker.setup import load_dataset, read_plan, setup_model
+
+log = logging.getLogger(__name__)
+
+
+def _sink(env: WorkerEnv, layout: OutputLayout, shard: int) -> ReportSink | None:
+    if env.report_mode == "api":
+        from batchpredict.api.v1alpha1.report import report_name  # noqa: PLC0415
+
+        return ApiSink(env.namespace, report_name(env.name, env.round, shard))
+    if env.report_mode == "file":
+        path = env.report_file or f"{layout.shard_dir(env.round, shard)}/report.json"
+        return FileSink(layout, path)
+    return None
+
+
+async def run_shard(env: WorkerEnv) -> dict[str, Any]:
+    spec = env.spec
+    shard = env.shard
+    if shard is None:
+        raise CannotStartError(exit_codes.REASON_INVALID_SPEC, "JOB_COMPLETION_INDEX is not set")
+    layout = OutputLayout(spec.output.uri)
+    plan = await asyncio.to_thread(read_plan, layout, env.run_uid)
+    if shard >= plan.shards:
+        raise CannotStartError(
+            exit_codes.REASON_INVALID_SPEC,
+            f"shard {shard} is outside the plan's {plan.shards} shards",
+        )
+    work = await asyncio.to_thread(shard_work, layout, plan, shard, env.round)
+    size = plan.chunk_items
+    done = await asyncio.to_thread(round_outcome, layout, env.round, shard, work, size)
+    reporter = ProgressReporter(
+        _sink(env, layout, shard),
+        name=env.name,
+        namespace=env.namespace,
+        run_uid=env.run_uid,
+        round_=env.round,
+        shard=shard,
+        interval=env.report_interval,
+    )
+    reporter.items_total = len(work)
+    for c, failures in done.failures.items():
+        reporter.resume(len(work[c * size : (c + 1) * size]) - len(failures), failures)
+    todo = [c for c in range(chunk_count(work, size)) if c not in done.committed]
+    started = time.monotonic()
+    setup = None
+    reporter.start()
+    try:
+        if todo:
+            dataset = await load_dataset(env)
+            setup = await setup_model(env, dataset)
+            settings = Settings(
+                model=spec.model.name,
+                version=spec.model.version,
+                batch_size=setup.batch_size,
+                concurrency=setup.concurrency,
+                attempts=spec.retry.request_attempts,
+                backoff=spec.retry.request_backoff,
+                chunk_items=size,
+                output_format=spec.output.format.value,
+                round=env.round,
+                shard=shard,
+            )
+            preprocessor = await asyncio.to_thread(
+                Preprocessor,
+                setup.inputs,
+                spec.input.preprocess,
+                spec.output.include_fields,
+                setup.info.max_batch_size > 0,
+            )
+            pipeline = ShardPipeline(
+                client=setup.client,
+                preprocessor=preprocessor,
+                outputs=setup.outputs,
+                settings=settings,
+                layout=layout,
+                on_commit=reporter.commit,
+            )
+            log.info(
+                "shard %d round %d: %d items, %d chunks to do, batch %d, concurrency %d",
+                shard,
+                env.round,
+                len(work),
+                len(todo),
+                setup.batch_size,
+                setup.concurrency,
+            )
+            await pipeline.run(work, todo, dataset.iter_items)
+        elapsed = time.monotonic() - started
+        manifest = {
+            "round": env.round,
+            "shard": shard,
+            "items": len(work),
+            "succeeded": reporter.succeeded,
+            "failed": reporter.failed,
+            "retryableFailed": reporter.retryable,
+            "failureCounts": dict(reporter.counts),
+            "chunks": chunk_count(work, size),
+            "chunkItems": size,
+            "batchSize": setup.batch_size if setup else None,
+            "concurrency": setup.concurrency if setup else None,
+            "seconds": round(elapsed, 3),
+            "itemsPerSecond": round(reporter.done_here / elapsed, 1) if elapsed > 0 else 0.0,
+            "finishedAt": datetime.now(UTC).isoformat(),
+        }
+        await asyncio.to_thread(
+            layout.write_json, layout.shard_manifest(env.round, shard), manifest
+        )
+    except BaseException as error:
+        message = str(error) or type(error).__name__
+        await asyncio.shield(reporter.close(finished=False, message=message))
+        raise
+    finally:
+        if setup is not None:
+            await setup.client.close()
+    await reporter.close(finished=True)
+    return manifest
