@@ -22,20 +22,18 @@ from batchpredict.api.v1alpha1.status import BatchPredictionStatus, Phase
 from batchpredict.api.validation import InvalidSpecError, parse_batch_prediction
 from batchpredict.controller import kube
 from batchpredict.controller.config import OperatorConfig, load_config
-from batchpredict.reconcile.naming import (
-    LABEL_MANAGED_BY,
-    LABEL_ROLE,
-    LABEL_RUN,
-    MANAGED_BY,
-    Role,
-)
+from batchpredict.reconcile.naming import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_RUN, MANAGED_BY, Role
 from batchpredict.reconcile.observed import JobState, Observed, StepOutcome
 from batchpredict.reconcile.patching import merge_patch
 from batchpredict.reconcile.pods import WORKER_CONTAINER
+from batchpredict.reconcile.policy import admitted_runs
 from batchpredict.reconcile.run import Decision, reconcile_run
 
 RunKey = tuple[str, str]  # (namespace, BatchPrediction uid)
 MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
+INDEXES = ("jobs_by_run", "step_pods_by_run", "reports_by_run")
+# Phases that hold one of the operator's `maxRunning` slots.
+HOLDING = {Phase.PENDING.value, Phase.RUNNING.value, Phase.RETRYING.value}
 
 
 @kopf.on.startup()
@@ -44,6 +42,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.config = config
     memo.api = await kube.api_client()
     memo.tracker = metrics.PhaseTracker()
+    memo.admitted = set()  # runs this process let start, until the index shows them started
     # Keep kopf's bookkeeping out of status: status is ours, computed from the children.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
@@ -87,7 +86,11 @@ def reports_by_run(*, body: kopf.Body, namespace: str | None, **_: Any) -> Any:
     return {(namespace, report.spec.run_uid): report}
 
 
-INDEXES = ("jobs_by_run", "step_pods_by_run", "reports_by_run")
+@kopf.index(GROUP, VERSION, PLURAL)
+def runs(*, body: kopf.Body, uid: str, meta: kopf.Meta, status: kopf.Status, **_: Any) -> Any:
+    """Every run's creation time and phase: the FIFO cap needs the whole fleet."""
+    started = status.get("startTime") is not None
+    return {None: (meta.get("creationTimestamp", ""), uid, status.get("phase"), started)}
 
 
 def observe(key: RunKey, indexes: dict[str, kopf.Index[RunKey, Any]]) -> Observed:
@@ -106,14 +109,28 @@ def observe(key: RunKey, indexes: dict[str, kopf.Index[RunKey, Any]]) -> Observe
     )
 
 
+def is_admitted(uid: str, fleet: list[tuple[str, str, str | None, bool]], memo: kopf.Memo) -> bool:
+    """Whether the cap (maxRunning) lets this run start; FIFO by creation time."""
+    config: OperatorConfig = memo.config
+    if config.max_running is None:
+        return True
+    started = {u for _, u, phase, began in fleet if began or phase not in {None, "Queued"}}
+    memo.admitted -= started  # the index caught up with these
+    holding = {u for _, u, phase, _ in fleet if phase in HOLDING} | memo.admitted
+    waiting = [(created, u) for created, u, _, _ in fleet if u not in started | holding]
+    if uid in holding:
+        return True
+    allowed = admitted_runs(waiting, len(holding), config.max_running)
+    if uid in allowed:
+        memo.admitted.add(uid)
+        return True
+    return False
+
+
 # -- the reconcile timer ----------------------------------------------------------------------
 
 
-def _interval() -> float:
-    return load_config().status_interval_seconds
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=_interval())
+@kopf.timer(GROUP, VERSION, PLURAL, interval=load_config().status_interval_seconds)
 async def reconcile(
     *,
     body: kopf.Body,
@@ -125,7 +142,6 @@ async def reconcile(
     **kwargs: Any,
 ) -> None:
     started = time.perf_counter()
-    config: OperatorConfig = memo.config
     old_status = dict(body.get("status") or {})
     try:
         bp = parse_batch_prediction(dict(body))
@@ -133,10 +149,15 @@ async def reconcile(
         _reject(body, old_status, error, patch)
         return
     indexes = {name: kwargs[name] for name in INDEXES}  # kopf passes indexes by name
-    decision = reconcile_run(bp, observe((namespace or "", uid), indexes), config)
+    observed = observe((namespace or "", uid), indexes)
+    admitted = is_admitted(uid, list(kwargs["runs"].get(None, [])), memo)
+    decision = reconcile_run(bp, observed, memo.config, admitted=admitted)
     await _perform(bp, decision, memo, logger)
-    new_status = decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    changes = merge_patch(old_status, new_status)
+    if decision.delete_self:
+        return
+    changes = merge_patch(
+        old_status, decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    )
     if changes:
         patch.status.update(changes)
         metrics.STATUS_PATCHES.inc()
@@ -155,22 +176,26 @@ async def reconcile(
 
 async def _perform(bp: BatchPrediction, decision: Decision, memo: kopf.Memo, log: Any) -> None:
     config: OperatorConfig = memo.config
-    if not decision.create:
-        return
-    namespace = bp.metadata["namespace"]
-    account = bp.spec.worker.service_account_name or config.worker_service_account
-    await kube.ensure_worker_access(
-        memo.api,
-        namespace,
-        account,
-        config.worker_cluster_role,
-        create_service_account=bp.spec.worker.service_account_name is None,
-    )
+    namespace, name = bp.metadata["namespace"], bp.metadata["name"]
+    if decision.create:
+        account = bp.spec.worker.service_account_name or config.worker_service_account
+        await kube.ensure_worker_access(
+            memo.api,
+            namespace,
+            account,
+            config.worker_cluster_role,
+            create_service_account=bp.spec.worker.service_account_name is None,
+        )
     for job in decision.create:
-        role = job["metadata"]["labels"][LABEL_ROLE]
         if await kube.create_job(memo.api, job):
-            metrics.JOBS_CREATED.labels(role=role).inc()
+            metrics.JOBS_CREATED.labels(role=job["metadata"]["labels"][LABEL_ROLE]).inc()
             log.info("created Job %s", job["metadata"]["name"])
+    for job_name, job_patch in decision.patch_jobs:
+        await kube.patch_job(memo.api, namespace, job_name, job_patch)
+        log.info("patched Job %s: %s", job_name, job_patch)
+    if decision.delete_self:
+        log.info("ttlSecondsAfterFinished passed: deleting %s (outputs are kept)", name)
+        await kube.delete_batch_prediction(memo.api, namespace, name)
 
 
 def _reject(
@@ -189,3 +214,4 @@ def _reject(
 def forget(uid: str, memo: kopf.Memo, **_: Any) -> None:
     """Jobs and pods go with their owner (garbage collection); outputs stay in storage."""
     memo.tracker.forget(uid)
+    memo.admitted.discard(uid)

@@ -8,7 +8,10 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from batchpredict.api.v1alpha1 import GROUP, PLURAL, VERSION
+
 CONFLICT = 409
+NOT_FOUND = 404
 
 
 async def api_client() -> client.ApiClient:
@@ -65,3 +68,27 @@ async def ensure_worker_access(
         "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
     }
     await create_if_absent(rbac.create_namespaced_role_binding, namespace, binding)
+
+
+async def patch_job(
+    api: client.ApiClient, namespace: str, name: str, patch: dict[str, Any]
+) -> None:
+    """A merge patch of a Job (suspend, parallelism); a Job already gone is fine."""
+    batch = client.BatchV1Api(api)
+    try:
+        await batch.patch_namespaced_job(name, namespace, patch)
+    except ApiException as error:
+        if error.status != NOT_FOUND:
+            raise
+
+
+async def delete_batch_prediction(api: client.ApiClient, namespace: str, name: str) -> None:
+    """Delete a BatchPrediction; its Jobs and pods follow by owner reference."""
+    custom = client.CustomObjectsApi(api)
+    try:
+        await custom.delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background"
+        )
+    except ApiException as error:
+        if error.status != NOT_FOUND:
+            raise
