@@ -34,6 +34,7 @@ def bp(status: Any = None, **spec: Any) -> BatchPrediction:
 
 
 def job(role: Role, round_: int = 0, **status: Any) -> JobState:
+    status.setdefault("parallelism", 2)  # as the operator creates it for the 2 planned shards
     return JobState(
         name=f"run-{role.value}-{round_}", role=role, round=round_, completions=1, **status
     )

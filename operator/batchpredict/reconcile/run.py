@@ -235,12 +235,14 @@ class _Run:
         total, shards = totals
         self.condition(ConditionType.MODEL_READY, T, "ModelReady", "the plan step found the model")
         rounds = self.observed.rounds()
-        current = rounds[-1] if rounds else 0
+        # status.round moves on only after the next round's Job was created: until the index
+        # shows that Job, the run waits for it instead of judging the previous round again.
+        current = max(rounds[-1] if rounds else 0, self.previous.round)
         job = self.observed.job(Role.SHARDS, current)
-        if job is None:
+        if job is None and current == 0:
             job_spec = build_worker_job(self.owner, self.spec, self.config, shards=shards, round_=0)
             self.create(job_spec)
-        else:
+        elif job is not None:
             self.follow_spec(job, shards)
         jobs = [
             ChildJob(name=j.name, round=j.round)
@@ -251,7 +253,7 @@ class _Run:
         finished = job is not None and job.finished
         progress = aggregate_progress(
             total,
-            {r: self.observed.round_reports(r) for r in rounds or [0]},
+            {r: self.observed.round_reports(r) for r in sorted({*rounds, current})},
             last_round=current,
             last_round_finished=finished,
             unreported_failed=self.unreported_items(job, total, shards) if finished and job else 0,

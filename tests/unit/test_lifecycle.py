@@ -1,0 +1,173 @@
+"""Lifecycle controls in the state machine: suspend, cancel, manual retry, deadline, TTL, cap,
+Kueue queueing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from batchpredict.api.v1alpha1 import BatchPrediction
+from batchpredict.api.v1alpha1.status import Phase
+from batchpredict.reconcile.naming import Role
+from batchpredict.reconcile.observed import Observed
+from batchpredict.reconcile.policy import admitted_runs
+from batchpredict.reconcile.run import Decision, reconcile_run
+from tests.unit.test_run import CONFIG, PLANNED, SPEC, T0, job, report, step
+
+
+def with_annotations(
+    previous: Decision, annotations: dict[str, str], *observed: Any, **spec: Any
+) -> Decision:
+    status = previous.status.model_dump(mode="json", by_alias=True)
+    meta = {
+        "name": "run",
+        "namespace": "ml",
+        "uid": "u-1",
+        "generation": 1,
+        "annotations": annotations,
+    }
+    bp = BatchPrediction.model_validate(
+        {"metadata": meta, "spec": {**SPEC, **spec}, "status": status}
+    )
+    jobs = tuple(o for o in observed if not isinstance(o, type(PLANNED)) and hasattr(o, "role"))
+    reports = tuple(o for o in observed if hasattr(o, "progress"))
+    plan = next((o for o in observed if isinstance(o, type(PLANNED))), None)
+    return reconcile_run(
+        bp, Observed(now=T0 + timedelta(seconds=5), jobs=jobs, reports=reports, plan=plan), CONFIG
+    )
+
+
+RUNNING = (job(Role.PLAN, complete=True), PLANNED)
+
+
+def test_suspend_patches_the_job_and_resume_unsuspends_it() -> None:
+    running = step(step(None), *RUNNING, job(Role.SHARDS, active=2), report(0, 10, done=False))
+    suspended = step(
+        running, *RUNNING, job(Role.SHARDS, active=2), report(0, 10, done=False), suspend=True
+    )
+    assert suspended.status.phase is Phase.SUSPENDED
+    assert suspended.patch_jobs == [("run-shards-0", {"spec": {"suspend": True}})]
+    assert suspended.status.items is not None and suspended.status.items.succeeded == 10
+    resumed = step(suspended, *RUNNING, job(Role.SHARDS, suspended=True), report(0, 10, done=False))
+    assert resumed.status.phase is Phase.RUNNING
+    assert resumed.patch_jobs == [("run-shards-0", {"spec": {"suspend": False}})]
+
+
+def test_a_run_created_suspended_starts_nothing() -> None:
+    d = step(None, suspend=True)
+    assert d.status.phase is Phase.SUSPENDED
+    assert d.create == []
+
+
+def test_parallelism_changes_reach_the_running_job() -> None:
+    d = step(step(None), *RUNNING, job(Role.SHARDS, active=2), parallelism=1)
+    assert ("run-shards-0", {"spec": {"parallelism": 1}}) in d.patch_jobs
+
+
+def test_cancel_suspends_jobs_and_keeps_the_counts() -> None:
+    running = step(step(None), *RUNNING, job(Role.SHARDS, active=2), report(0, 10, done=False))
+    cancelled = with_annotations(
+        running,
+        {"batchpredict.io/cancel": "true"},
+        *RUNNING,
+        job(Role.SHARDS, active=2),
+        report(0, 10, done=False),
+    )
+    assert cancelled.status.phase is Phase.CANCELLED
+    assert ("run-shards-0", {"spec": {"suspend": True}}) in cancelled.patch_jobs
+    assert cancelled.status.items is not None and cancelled.status.items.succeeded == 10
+    assert cancelled.status.completion_time is not None
+
+
+def test_manual_retry_redoes_every_failed_item_once() -> None:
+    children = (
+        *RUNNING,
+        job(Role.SHARDS, complete=True),
+        report(0, 48, 2),
+        report(1, 50),
+        job(Role.FINALIZE, complete=True),
+    )
+    partial = step(step(None), *children)
+    assert partial.status.phase is Phase.PARTIALLY_SUCCEEDED
+    retry = with_annotations(partial, {"batchpredict.io/retry": "1"}, *children)
+    assert retry.status.phase is Phase.RUNNING
+    (created,) = retry.create
+    assert created["metadata"]["name"] == "run-r1"
+    assert {"name": "BATCHPREDICT_REDO", "value": "all"} in created["spec"]["template"]["spec"][
+        "containers"
+    ][0]["env"]
+    assert retry.status.last_retry_request == "1"
+    again = with_annotations(retry, {"batchpredict.io/retry": "1"}, *children)
+    assert again.create == [], "the same annotation value retries once"
+    fixed = (
+        *children,
+        job(Role.SHARDS, 1, complete=True, redo_all=True),
+        report(0, 2, round_=1),
+        report(1, 0, round_=1),
+    )
+    finalizing = with_annotations(again, {"batchpredict.io/retry": "1"}, *fixed)
+    assert [j["metadata"]["name"] for j in finalizing.create] == ["run-finalize-r1"]
+    done = with_annotations(
+        finalizing, {"batchpredict.io/retry": "1"}, *fixed, job(Role.FINALIZE, 1, complete=True)
+    )
+    assert done.status.phase is Phase.SUCCEEDED
+    assert done.status.items is not None
+    assert (done.status.items.succeeded, done.status.items.failed) == (100, 0)
+
+
+def test_deadline_fails_the_run_and_stops_its_jobs() -> None:
+    running = step(step(None), *RUNNING, job(Role.SHARDS, active=2), activeDeadlineSeconds=60)
+    late = step(
+        running,
+        *RUNNING,
+        job(Role.SHARDS, active=2),
+        at=timedelta(seconds=61),
+        activeDeadlineSeconds=60,
+    )
+    assert late.status.phase is Phase.FAILED
+    assert "activeDeadlineSeconds" in (late.status.message or "")
+    assert late.patch_jobs
+
+
+def test_ttl_deletes_a_finished_run() -> None:
+    children = (
+        *RUNNING,
+        job(Role.SHARDS, complete=True),
+        report(0, 50),
+        report(1, 50),
+        job(Role.FINALIZE, complete=True),
+    )
+    done = step(step(None, ttlSecondsAfterFinished=30), *children, ttlSecondsAfterFinished=30)
+    assert done.status.phase is Phase.SUCCEEDED
+    assert not step(
+        done, *children, at=timedelta(seconds=10), ttlSecondsAfterFinished=30
+    ).delete_self
+    assert step(done, *children, at=timedelta(seconds=31), ttlSecondsAfterFinished=30).delete_self
+
+
+def test_cap_queues_runs_fifo() -> None:
+    waiting = [("2026-11-23T10:00:02Z", "c"), ("2026-11-23T10:00:01Z", "b")]
+    assert admitted_runs(waiting, holding=1, max_running=2) == {"b"}
+    assert admitted_runs(waiting, holding=2, max_running=2) == set()
+    assert admitted_runs(waiting, holding=0, max_running=None) == {"b", "c"}
+    queued = reconcile_run(
+        BatchPrediction.model_validate(
+            {"metadata": {"name": "run", "namespace": "ml", "uid": "u"}, "spec": SPEC}
+        ),
+        Observed(now=T0),
+        CONFIG.model_copy(update={"max_running": 2}),
+        admitted=False,
+    )
+    assert queued.status.phase is Phase.QUEUED
+    assert queued.create == []
+    assert "maxRunning" in (queued.status.message or "")
+
+
+def test_kueue_runs_are_queued_until_their_job_is_unsuspended() -> None:
+    planned = step(step(None, queueName="gpu"), *RUNNING, queueName="gpu")
+    assert planned.create[0]["spec"]["suspend"] is True
+    queued = step(planned, *RUNNING, job(Role.SHARDS, suspended=True), queueName="gpu")
+    assert queued.status.phase is Phase.QUEUED
+    assert queued.patch_jobs == [], "Kueue owns suspend of a queued Job"
+    admitted = step(queued, *RUNNING, job(Role.SHARDS, active=1), queueName="gpu")
+    assert admitted.status.phase is Phase.RUNNING
