@@ -171,3 +171,8 @@ def test_kueue_runs_are_queued_until_their_job_is_unsuspended() -> None:
     assert queued.patch_jobs == [], "Kueue owns suspend of a queued Job"
     admitted = step(queued, *RUNNING, job(Role.SHARDS, active=1), queueName="gpu")
     assert admitted.status.phase is Phase.RUNNING
+
+
+def test_started_by_comes_from_the_admission_annotation() -> None:
+    d = with_annotations(step(None), {"batchpredict.io/started-by": "alice@example.com"})
+    assert d.status.started_by == "alice@example.com"

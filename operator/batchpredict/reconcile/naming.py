@@ -16,6 +16,8 @@ LABEL_REDO = "batchpredict.io/redo"  # "all": a manual retry round redoes every 
 # `batchpredict.io/cancel=true` stops a run and keeps what is done.
 ANNOTATION_RETRY = "batchpredict.io/retry"
 ANNOTATION_CANCEL = "batchpredict.io/cancel"
+# Set at creation by the chart's MutatingAdmissionPolicy from the requesting user's name.
+ANNOTATION_STARTED_BY = "batchpredict.io/started-by"
 
 # Kubernetes caps label values and Job names at 63 characters (the Job controller puts the Job
 # name into pod labels), so long BatchPrediction names are shortened with a stable hash.

@@ -22,7 +22,12 @@ from batchpredict.api.v1alpha1.status import (
 from batchpredict.controller.config import OperatorConfig
 from batchpredict.reconcile.conditions import set_condition
 from batchpredict.reconcile.jobs import Owner, build_step_job, build_worker_job
-from batchpredict.reconcile.naming import ANNOTATION_CANCEL, ANNOTATION_RETRY, Role
+from batchpredict.reconcile.naming import (
+    ANNOTATION_CANCEL,
+    ANNOTATION_RETRY,
+    ANNOTATION_STARTED_BY,
+    Role,
+)
 from batchpredict.reconcile.observed import JobState, Observed
 from batchpredict.reconcile.policy import retry_delay, terminal_phase
 from batchpredict.reconcile.progress import (
@@ -71,7 +76,11 @@ class _Run:
         self.owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
         self.previous = bp.status or BatchPredictionStatus()
         self.status = self.previous.model_copy(
-            update={"observed_generation": self.generation, "message": None}
+            update={
+                "observed_generation": self.generation,
+                "message": None,
+                "started_by": self.annotations.get(ANNOTATION_STARTED_BY),
+            }
         )
         self.decision = Decision(status=self.status)
 
