@@ -404,9 +404,15 @@ class _Run:
 
 
 def _output_locations(spec: BatchPredictionSpec) -> OutputLocations:
+    """Where finalize leaves the run's results (batchpredict.io.layout)."""
     base = spec.output.uri.rstrip("/")
+    predictions = (
+        f"{base}/predictions.{spec.output.format.value}"
+        if spec.output.combine
+        else f"{base}/rounds/"
+    )
     return OutputLocations(
-        predictions=f"{base}/", failures=f"{base}/", manifest=f"{base}/_manifest.json"
+        predictions=predictions, failures=f"{base}/failures.jsonl", manifest=f"{base}/manifest.json"
     )
 
 
