@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -82,10 +83,10 @@ def _role(name: str) -> Callable[[WorkerEnv], Coroutine[Any, Any, dict[str, Any]
 
 def run(role: str, environ: dict[str, str] | None = None) -> int:
     """Run one role; returns the exit code."""
-    termination = Path("/dev/termination-log")
+    source = os.environ if environ is None else environ
+    termination = Path(source.get("BATCHPREDICT_TERMINATION_LOG", "/dev/termination-log"))
     try:
         env = load_env(environ)
-        termination = env.termination_log
         result = asyncio.run(_role(role)(env))
     except CannotStartError as error:
         log.error("cannot start: %s: %s", error.reason, error)  # noqa: TRY400 (no traceback)

@@ -1,0 +1,345 @@
+"""The worker end to end against a real tritonserver: outputs, failures, restarts, rounds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from batchpredict.worker import exit_codes
+from batchpredict.worker.main import run
+from tests.harness.triton_server import TritonHandle
+from tests.triton.support import (
+    WORKER,
+    assert_each_id_once,
+    final_failures,
+    predictions,
+    run_all,
+    run_cli,
+    termination,
+    worker_env,
+)
+
+pytestmark = pytest.mark.triton
+
+
+def spec_for(
+    triton: TritonHandle, model: str, input_: dict[str, Any], out: Path, **extra: Any
+) -> dict[str, Any]:
+    output = {"uri": str(out), **extra.pop("output", {})}
+    return {
+        "model": {"name": model},
+        "triton": {"url": triton.grpc_url},
+        "input": input_,
+        "output": output,
+        **extra,
+    }
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any] | str]) -> Path:
+    lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("fmt", "protocol"), [("parquet", "grpc"), ("jsonl", "http")])
+def test_every_item_predicted_with_the_right_value(
+    triton_server: TritonHandle, tmp_path: Path, fmt: str, protocol: str
+) -> None:
+    n = 3000
+    data = pa.table({"key": [f"item-{i}" for i in range(n)], "x": [float(i) for i in range(n)]})
+    pq.write_table(data, tmp_path / "in.parquet", row_group_size=700)
+    out = tmp_path / "out"
+    spec = spec_for(
+        triton_server,
+        "double",
+        {"uri": str(tmp_path / "in.parquet"), "format": "parquet", "idField": "key"},
+        out,
+        output={"format": fmt, "includeFields": ["x"], "combine": True},
+        shards=3,
+    )
+    if protocol == "http":
+        spec["triton"]["url"] = triton_server.http_url
+    summary = run_all(spec, tmp_path, BATCHPREDICT_CHUNK_ITEMS="400")
+
+    assert (summary["total"], summary["succeeded"], summary["failed"]) == (n, n, 0)
+    rows = predictions(out)
+    assert {r["id"]: r["y"] for r in rows} == {f"item-{i}": 2.0 * i for i in range(n)}
+    assert all(r["x"] * 2 == r["y"] for r in rows)
+    combined = out / f"predictions.{fmt}"
+    combined_rows = (
+        pq.read_table(combined).to_pylist()
+        if fmt == "parquet"
+        else [json.loads(line) for line in combined.read_text().splitlines()]
+    )
+    assert sorted(r["id"] for r in combined_rows) == sorted(f"item-{i}" for i in range(n))
+    assert_each_id_once(out, {f"item-{i}" for i in range(n)})
+    report = json.loads((out / "rounds/000/shard-00001/report.json").read_text())
+    assert report["kind"] == "BatchPredictionShard"
+    assert report["metadata"]["name"] == "test-run-r0-s1"
+    assert report["progress"]["finished"] is True
+    assert report["progress"]["succeeded"] == report["progress"]["itemsTotal"] == 1000
+
+
+def test_rejected_items_fail_alone(triton_server: TritonHandle, tmp_path: Path) -> None:
+    bad = {7, 50, 51, 199}
+    rows = [{"id": f"r{i}", "x": -1.0 if i in bad else float(i)} for i in range(200)]
+    out = tmp_path / "out"
+    spec = spec_for(
+        triton_server,
+        "reject",
+        {"uri": str(write_jsonl(tmp_path / "in.jsonl", rows)), "format": "jsonl", "idField": "id"},
+        out,
+        batching={"batchSize": 32},
+        shards=2,
+    )
+    summary = run_all(spec, tmp_path)
+
+    failures = final_failures(out)
+    assert sorted(f["id"] for f in failures) == sorted(f"r{i}" for i in bad)
+    assert {f["code"] for f in failures} == {"INVALID_ARGUMENT"}
+    assert all("negative input" in f["message"] and not f["retryable"] for f in failures)
+    assert (summary["succeeded"], summary["failed"]) == (196, 4)
+    assert {r["id"]: r["y"] for r in predictions(out)} == {
+        f"r{i}": 2.0 * i for i in range(200) if i not in bad
+    }
+    assert_each_id_once(out, {f"r{i}" for i in range(200)})
+
+
+def test_transient_unavailable_ends_with_every_item_succeeded(
+    triton_server: TritonHandle, tmp_path: Path
+) -> None:
+    rows = [{"x": float(i)} for i in range(300)]
+    out = tmp_path / "out"
+    spec = spec_for(
+        triton_server,
+        "flaky",
+        {"uri": str(write_jsonl(tmp_path / "in.jsonl", rows)), "format": "jsonl"},
+        out,
+        shards=1,
+        retry={"requestAttempts": 8, "requestBackoff": {"initialSeconds": 0.2, "maxSeconds": 1}},
+    )
+    env = worker_env(spec, tmp_path)
+    assert run("plan", env) == 0
+    (triton_server.model_repository / "flaky" / "unavailable_until").write_text(
+        str(time.time() + 2)
+    )
+    started = time.monotonic()
+    assert run("shard", {**env, "JOB_COMPLETION_INDEX": "0"}) == 0
+    assert time.monotonic() - started > 1.5, "the model was never unavailable"
+    assert run("finalize", env) == 0
+    summary = json.loads((out / "manifest.json").read_text())
+    assert (summary["succeeded"], summary["failed"]) == (300, 0)
+    assert {r["id"]: r["y"] for r in predictions(out)} == {str(i): 2.0 * i for i in range(300)}
+
+
+def test_retry_round_redoes_exactly_the_retryable_failures(
+    triton_server: TritonHandle, tmp_path: Path
+) -> None:
+    rows = [{"x": float(i)} for i in range(100)]
+    out = tmp_path / "out"
+    spec = spec_for(
+        triton_server,
+        "flaky",
+        {"uri": str(write_jsonl(tmp_path / "in.jsonl", rows)), "format": "jsonl"},
+        out,
+        shards=2,
+        retry={"requestAttempts": 1},
+    )
+    env = worker_env(spec, tmp_path, BATCHPREDICT_CHUNK_ITEMS="20")
+    assert run("plan", env) == 0
+    flag = triton_server.model_repository / "flaky" / "unavailable_until"
+    # Round 0: shard 0 meets an unavailable model, shard 1 a healthy one.
+    flag.write_text(str(time.time() + 3600))
+    assert run("shard", {**env, "JOB_COMPLETION_INDEX": "0"}) == 0
+    flag.write_text("0")
+    assert run("shard", {**env, "JOB_COMPLETION_INDEX": "1"}) == 0
+    round0 = json.loads((out / "rounds/000/shard-00000/manifest.json").read_text())
+    assert (round0["failed"], round0["retryableFailed"]) == (50, 50)
+    shard1_files = {p: p.stat().st_mtime_ns for p in (out / "rounds/000/shard-00001").iterdir()}
+
+    for shard in ("0", "1"):
+        round1 = {**env, "JOB_COMPLETION_INDEX": shard, "BATCHPREDICT_ROUND": "1"}
+        assert run("shard", round1) == 0
+    redone = json.loads((out / "rounds/001/shard-00000/manifest.json").read_text())
+    nothing = json.loads((out / "rounds/001/shard-00001/manifest.json").read_text())
+    assert (redone["items"], redone["succeeded"]) == (50, 50)
+    assert nothing["items"] == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "rounds/000/shard-00001").iterdir()} == (
+        shard1_files
+    )
+    assert run("finalize", {**env, "BATCHPREDICT_ROUND": "1"}) == 0
+    summary = json.loads((out / "manifest.json").read_text())
+    assert (summary["succeeded"], summary["failed"], summary["rounds"]) == (100, 0, 2)
+    assert final_failures(out) == []
+    assert_each_id_once(out, {str(i) for i in range(100)})
+
+
+def test_worker_killed_mid_shard_resumes_without_duplicates(
+    triton_server: TritonHandle, tmp_path: Path
+) -> None:
+    n = 480
+    rows = [{"x": float(i)} for i in range(n)]
+    out = tmp_path / "out"
+    spec = spec_for(
+        triton_server,
+        "slow",
+        {"uri": str(write_jsonl(tmp_path / "in.jsonl", rows)), "format": "jsonl"},
+        out,
+        shards=1,
+        batching={"concurrency": 1},
+    )
+    env = worker_env(spec, tmp_path, BATCHPREDICT_CHUNK_ITEMS="40")
+    assert run("plan", env) == 0
+    shard_env = {**env, "JOB_COMPLETION_INDEX": "0"}
+    process = subprocess.Popen([WORKER, "shard"], env=shard_env, stderr=subprocess.DEVNULL)
+    shard_dir = out / "rounds/000/shard-00000"
+    deadline = time.monotonic() + 60
+    while len(list(shard_dir.glob("predictions-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    committed = {p: p.stat().st_mtime_ns for p in shard_dir.glob("predictions-*")}
+    assert 2 <= len(committed) < n // 40, "the worker was not killed mid-shard"
+    assert not (shard_dir / "manifest.json").exists()
+
+    assert run("shard", shard_env) == 0
+    assert run("finalize", env) == 0
+    assert all(p.stat().st_mtime_ns == mtime for p, mtime in committed.items()), (
+        "committed chunks were redone"
+    )
+    assert not list(shard_dir.glob(".*.tmp"))
+    assert sorted(r["y"] for r in predictions(out)) == [2.0 * i for i in range(n)]
+    assert_each_id_once(out, {str(i) for i in range(n)})
+
+
+def test_malformed_rows_fail_alone_with_clear_messages(
+    triton_server: TritonHandle, tmp_path: Path
+) -> None:
+    rows: list[dict[str, Any] | str] = [{"id": f"a{i}", "x": float(i)} for i in range(10)]
+    rows[2] = '{"id": "a2", "x": 2.0'  # truncated JSON
+    rows[5] = {"id": "a5", "x": "five"}
+    rows[8] = {"id": "a8", "y": 1.0}
+    out = tmp_path / "out"
+    spec = spec_for(
+        triton_server,
+        "double",
+        {"uri": str(write_jsonl(tmp_path / "in.jsonl", rows)), "format": "jsonl", "idField": "id"},
+        out,
+    )
+    spec["model"] = {"name": "double", "inputs": [{"name": "x", "field": "x"}]}
+    summary = run_all(spec, tmp_path)
+
+    failures = {f["id"]: f for f in final_failures(out)}
+    assert set(failures) == {"2", "a5", "a8"}  # the unreadable line keeps its row number
+    assert "line 3 is not valid JSON" in failures["2"]["message"]
+    assert "field 'x': cannot convert 'five' to FP32" in failures["a5"]["message"]
+    assert "field 'x' is missing" in failures["a8"]["message"]
+    assert {f["code"] for f in failures.values()} == {"MALFORMED_ITEM"}
+    assert summary["succeeded"] == 7
+    assert_each_id_once(out, {f"a{i}" for i in range(10) if i != 2} | {"2"})
+
+
+def test_corrupt_image_fails_alone(triton_server: TritonHandle, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for value in range(6):
+        Image.new("RGB", (16, 12), (value * 40,) * 3).save(images / f"img{value}.png")
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    out = tmp_path / "out"
+    spec = spec_for(
+        triton_server,
+        "image_mean",
+        {
+            "uri": str(images),
+            "format": "files",
+            "select": {"glob": "*.png"},
+            "preprocess": {"image": {"resize": [8, 8], "scale": 1.0}},
+        },
+        out,
+    )
+    summary = run_all(spec, tmp_path)
+
+    assert [f["id"] for f in final_failures(out)] == ["broken.png"]
+    failure = final_failures(out)[0]
+    assert failure["code"] == "UNREADABLE_ITEM"
+    assert "cannot decode image broken.png" in failure["message"]
+    means = {r["id"]: r["mean"] for r in predictions(out)}
+    assert means == {f"img{v}.png": pytest.approx(v * 40.0) for v in range(6)}
+    assert (summary["succeeded"], summary["failed"]) == (6, 1)
+
+
+def test_argmax_and_topk_postprocessing(triton_server: TritonHandle, tmp_path: Path) -> None:
+    rows = [{"x": float(i)} for i in range(10)]
+    out = tmp_path / "out"
+    spec = spec_for(
+        triton_server,
+        "classify",
+        {"uri": str(write_jsonl(tmp_path / "in.jsonl", rows)), "format": "jsonl"},
+        out,
+    )
+    spec["model"]["outputs"] = [
+        {"name": "scores", "field": "label", "postprocess": "argmax"},
+        {"name": "scores", "field": "top", "postprocess": "topk", "k": 2},
+    ]
+    run_all(spec, tmp_path)
+    by_id = {r["id"]: r for r in predictions(out)}
+    assert [by_id[str(i)]["label"] for i in range(10)] == [i % 4 for i in range(10)]
+    assert by_id["1"]["top"] == [1, 3]
+    assert by_id["1"]["top_scores"] == pytest.approx([1.0, 0.3])
+
+
+def test_missing_model_exits_cannot_start_naming_model_and_server(
+    triton_server: TritonHandle, tmp_path: Path
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", [{"x": 1.0}])
+    spec = spec_for(
+        triton_server,
+        "no-such-model",
+        {"uri": str(tmp_path / "in.jsonl"), "format": "jsonl"},
+        tmp_path / "out",
+    )
+    result = run_cli("plan", worker_env(spec, tmp_path))
+    assert result.returncode == exit_codes.CANNOT_START, result.stderr
+    message = termination(tmp_path)
+    assert message["reason"] == "ModelNotFound"
+    assert "'no-such-model'" in message["message"]
+    assert triton_server.grpc_url in message["message"]
+    assert "double" in message["message"]  # the models that are there
+
+
+def test_missing_dataset_exits_cannot_start(triton_server: TritonHandle, tmp_path: Path) -> None:
+    spec = spec_for(
+        triton_server,
+        "double",
+        {"uri": str(tmp_path / "nowhere.parquet"), "format": "parquet"},
+        tmp_path / "out",
+    )
+    env = worker_env(spec, tmp_path)
+    assert run("plan", env) == exit_codes.CANNOT_START
+    message = termination(tmp_path)
+    assert message["reason"] == "DatasetNotFound"
+    assert "nowhere.parquet does not exist" in message["message"]
+    assert run("shard", {**env, "JOB_COMPLETION_INDEX": "0"}) == exit_codes.CANNOT_START
+    assert termination(tmp_path)["reason"] == "PlanNotFound"
+
+
+def test_invalid_spec_exits_cannot_start_naming_the_field(tmp_path: Path) -> None:
+    spec = {
+        "model": {"name": "double"},
+        "input": {"uri": "x", "format": "xml"},
+        "output": {"uri": str(tmp_path)},
+    }
+    assert run("plan", worker_env(spec, tmp_path)) == exit_codes.CANNOT_START
+    message = termination(tmp_path)
+    assert message["reason"] == "InvalidSpec"
+    assert "spec.input.format" in message["message"]
