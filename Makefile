@@ -31,8 +31,22 @@ lint: $(STAMP)  ## ruff and mypy --strict
 	$(BIN)/ruff format --check operator tests benchmarks
 	$(BIN)/mypy
 
-crds: $(STAMP)  ## regenerate crds/ from the pydantic models
+crds: $(STAMP)  ## regenerate crds/ (and the chart's copy) from the pydantic models
 	$(BIN)/python -m batchpredict.api.crd crds
+	cp crds/batchpredict.io_*.yaml charts/batchpredict/crds/
+
+.PHONY: helm chart-test images kind-e2e
+helm:  ## build helm from the Go module proxy (cached outside the repo); prints its path
+	@bash hack/helm/build.sh
+
+chart-test: $(STAMP)  ## the chart tier: helm lint/template, dry runs, install/upgrade/uninstall
+	$(BIN)/pytest -ra tests/chart tests/unit/test_chart_crds.py
+
+images:  ## build the container image (needs a Docker-compatible engine)
+	@bash images/build.sh
+
+kind-e2e: $(STAMP)  ## kind cluster + images + chart, then the cluster and chart tiers (needs Docker)
+	@bash hack/kind-e2e.sh
 
 lock: $(STAMP)  ## re-pin constraints.txt from the current virtualenv
 	$(BIN)/pip freeze --exclude-editable | grep -v -i '^batchpredict' > constraints.txt.new
