@@ -70,9 +70,14 @@ class Helm:
         release: str = "batchpredict",
         namespace: str = "batchpredict-system",
         sets: Mapping[str, str] | None = None,
+        api_versions: tuple[str, ...] = (),
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
+        """`helm template`; `api_versions` are APIs (group/version[/Kind]) the cluster serves
+        beyond the built-in ones (helm assumes only those without a cluster)."""
         args = ["template", release, str(CHART), "--namespace", namespace]
+        for api in api_versions:
+            args += ["--api-versions", api]
         for path in values_files:
             args += ["--values", str(path)]
         for key, value in (sets or {}).items():

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from batchpredict.controller.config import OperatorConfig
-from tests.chart.helm import CHART, FULL_VALUES, Helm, by_kind, one
+from tests.chart.helm import CHART, FULL_VALUES, REPO, Helm, by_kind, one, parse
 
 pytestmark = pytest.mark.chart
 
@@ -338,3 +338,22 @@ def test_crds_ship_with_the_chart(helm: Helm) -> None:
         "clusterkopfpeerings.kopf.dev",
         "kopfpeerings.kopf.dev",
     ]
+
+
+MAP = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
+
+
+def test_started_by_policy_is_the_deploy_manifest(helm: Helm) -> None:
+    """The chart's MutatingAdmissionPolicy is deploy/started-by-policy.yaml's, where served."""
+    assert not by_kind(helm.render(), "MutatingAdmissionPolicy"), "API not served: left out"
+    objects = helm.render(api_versions=(MAP,))
+    policy = one(objects, "MutatingAdmissionPolicy")
+    binding = one(objects, "MutatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"]}
+    deploy = {o["kind"]: o for o in parse((REPO / "deploy" / "started-by-policy.yaml").read_text())}
+    assert policy["spec"] == deploy["MutatingAdmissionPolicy"]["spec"]
+    disabled = helm.render(api_versions=(MAP,), sets={"startedByPolicy.enabled": "false"})
+    assert not by_kind(disabled, "MutatingAdmissionPolicy")
+    namespaced = helm.render(api_versions=(MAP,), sets={"watchNamespaces": '["team-a"]'})
+    selector = one(namespaced, "MutatingAdmissionPolicyBinding")["spec"]["matchResources"]
+    assert selector["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a"]
