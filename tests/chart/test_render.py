@@ -48,7 +48,7 @@ def rules_of(role: dict[str, Any]) -> set[tuple[str, str, str]]:
 OPERATOR_NEEDS = (
     {
         ("batchpredict.io", "batchpredictions", v)
-        for v in ("get", "list", "watch", "patch", "update")
+        for v in ("get", "list", "watch", "patch", "update", "delete")
     }
     | {("batchpredict.io", "batchpredictions/status", v) for v in ("get", "patch", "update")}
     | {("batchpredict.io", "batchpredictionshards", v) for v in ("get", "list", "watch", "delete")}

@@ -5,10 +5,11 @@ namespaced (Role per watched namespace) modes. No wildcards: every verb is one t
 
 {{/* Application: what batchpredict itself reads and writes in the watched namespaces. */}}
 {{- define "batchpredict.rbac.applicationRules" -}}
-# The runs: watched (kopf), patched for finalizers/annotations, status written by the operator.
+# The runs: watched (kopf), patched for finalizers/annotations, and deleted once
+# spec.ttlSecondsAfterFinished has passed (their Jobs and pods follow by owner reference).
 - apiGroups: ["batchpredict.io"]
   resources: ["batchpredictions"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch", "update", "delete"]
 - apiGroups: ["batchpredict.io"]
   resources: ["batchpredictions/status"]
   verbs: ["get", "patch", "update"]
