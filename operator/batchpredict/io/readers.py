@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from batchpredict.api.v1alpha1.spec import InputFormat, InputSpec, Select
 
@@ -39,10 +41,13 @@ class DatasetNotFoundError(Exception):
 
 @dataclass
 class ItemBatch:
-    """Consecutive items: either an Arrow `table` (Parquet) or Python `rows`."""
+    """Consecutive items: either an Arrow `table` (Parquet) or Python `rows`.
 
-    positions: list[int]
-    ids: list[str]
+    Positions (int64) and ids (Arrow strings) stay vectors: the hot path never loops per item.
+    """
+
+    positions: NDArray[np.int64]
+    ids: pa.Array
     rows: list[dict[str, Any] | None] | None = None
     table: pa.RecordBatch | None = None
     # index in this batch -> (code, message) for items that could not be read
@@ -50,6 +55,9 @@ class ItemBatch:
 
     def __len__(self) -> int:
         return len(self.positions)
+
+    def id_at(self, index: int) -> str:
+        return str(self.ids[index].as_py())
 
 
 class Dataset:
@@ -121,32 +129,30 @@ class Dataset:
         start: int = 0,
         stop: int | None = None,
         *,
-        wanted: set[int] | None = None,
+        wanted: NDArray[np.int64] | None = None,
         batch_rows: int = 1024,
     ) -> Iterator[ItemBatch]:
-        """Items with positions in [start, stop) (and in `wanted` when given), streaming."""
+        """Items with positions in [start, stop) (and in sorted `wanted`), streaming."""
         limit = self.select.limit
         if limit is not None:
             stop = limit if stop is None else min(stop, limit)
         if stop is not None and stop <= start:
             return
         for batch in self._kept_batches(start, batch_rows):
-            first, end = batch.positions[0], batch.positions[-1] + 1
+            first, end = int(batch.positions[0]), int(batch.positions[-1]) + 1
             if end <= start:
                 continue
             if stop is not None and first >= stop:
                 return
-            keep = [
-                i
-                for i, pos in enumerate(batch.positions)
-                if pos >= start
-                and (stop is None or pos < stop)
-                and (wanted is None or pos in wanted)
-            ]
-            if len(keep) == len(batch):
+            mask = batch.positions >= start
+            if stop is not None:
+                mask &= batch.positions < stop
+            if wanted is not None:
+                mask &= np.isin(batch.positions, wanted, assume_unique=True)
+            if mask.all():
                 yield batch
-            elif keep:
-                yield take(batch, keep)
+            elif mask.any():
+                yield take(batch, np.flatnonzero(mask))
             if stop is not None and end >= stop:
                 return
 
@@ -220,7 +226,7 @@ class Dataset:
                         numbers = [n for n, ok in zip(numbers, mask.to_pylist(), strict=True) if ok]
                     if kept.num_rows == 0:
                         continue
-                    positions = list(range(position, position + kept.num_rows))
+                    positions = np.arange(position, position + kept.num_rows, dtype=np.int64)
                     position += kept.num_rows
                     yield ItemBatch(positions, self._arrow_ids(kept, numbers), table=kept)
 
@@ -238,26 +244,28 @@ class Dataset:
             mask = equal if mask is None else pc.and_(mask, equal)
         return mask
 
-    def _arrow_ids(self, record: pa.RecordBatch, numbers: range | list[int]) -> list[str]:
+    def _arrow_ids(self, record: pa.RecordBatch, numbers: range | list[int]) -> pa.Array:
+        row_numbers = pc.cast(pa.array(np.asarray(numbers, dtype=np.int64)), pa.string())
         id_field = self.spec.id_field
         if id_field and id_field in record.schema.names:
-            values = pc.cast(record.column(id_field), pa.string()).to_pylist()
-            return [str(n) if v is None else v for v, n in zip(values, numbers, strict=True)]
-        return [str(n) for n in numbers]
+            # An item without an id falls back to its row number.
+            return pc.coalesce(pc.cast(record.column(id_field), pa.string()), row_numbers)
+        return row_numbers
 
 
 def _rows(parquet: pq.ParquetFile, group: int) -> int:
     return int(parquet.metadata.row_group(group).num_rows)
 
 
-def take(batch: ItemBatch, keep: list[int]) -> ItemBatch:
-    """The items of `batch` at indices `keep`."""
-    where = {i: n for n, i in enumerate(keep)}
+def take(batch: ItemBatch, keep: NDArray[np.intp]) -> ItemBatch:
+    """The items of `batch` at indices `keep` (ascending)."""
+    where = {int(i): n for n, i in enumerate(keep)} if batch.errors or batch.rows else {}
+    indices = pa.array(keep)
     return ItemBatch(
-        positions=[batch.positions[i] for i in keep],
-        ids=[batch.ids[i] for i in keep],
-        rows=[batch.rows[i] for i in keep] if batch.rows is not None else None,
-        table=batch.table.take(pa.array(keep)) if batch.table is not None else None,
+        positions=batch.positions[keep],
+        ids=batch.ids.take(indices),
+        rows=[batch.rows[i] for i in where] if batch.rows is not None else None,
+        table=batch.table.take(indices) if batch.table is not None else None,
         errors={where[i]: e for i, e in batch.errors.items() if i in where},
     )
 
@@ -266,8 +274,8 @@ def _rows_batch(
     pending: list[tuple[int, str, dict[str, Any] | None, tuple[str, str] | None]],
 ) -> ItemBatch:
     return ItemBatch(
-        positions=[p[0] for p in pending],
-        ids=[p[1] for p in pending],
+        positions=np.array([p[0] for p in pending], dtype=np.int64),
+        ids=pa.array([p[1] for p in pending], pa.string()),
         rows=[p[2] for p in pending],
         errors={i: p[3] for i, p in enumerate(pending) if p[3] is not None},
     )

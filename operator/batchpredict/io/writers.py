@@ -19,7 +19,8 @@ def encode_table(table: pa.Table, fmt: str) -> bytes:
     """A predictions table as a JSONL or Parquet file."""
     if fmt == "parquet":
         sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
+        # Ids are unique: dictionary encoding would only cost time.
+        pq.write_table(table, sink, compression="zstd", use_dictionary=False)
         return sink.getvalue()
     return encode_jsonl(table.to_pylist())
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tritonclient.grpc.aio as grpc_aio
-import tritonclient.http.aio as http_aio
 from numpy.typing import NDArray
 
 from batchpredict.api.v1alpha1.spec import TritonProtocol
@@ -106,6 +106,8 @@ class TritonClient:
                 ],
             )
         else:
+            import tritonclient.http.aio as http_aio  # noqa: PLC0415 (0.5 s of imports)
+
             context = _ssl_context(tls) if secure else None
             self._client = http_aio.InferenceServerClient(
                 address, ssl=secure, ssl_context=context, conn_limit=1024
@@ -184,7 +186,7 @@ class TritonClient:
         outputs: list[str],
     ) -> dict[str, NDArray[Any]]:
         """One request; `inputs` maps tensor name to (array, Triton datatype)."""
-        module: Any = grpc_aio if self._grpc else http_aio
+        module: Any = grpc_aio if self._grpc else sys.modules["tritonclient.http.aio"]
         request = []
         for name, (array, datatype) in inputs.items():
             tensor = module.InferInput(name, list(array.shape), datatype)

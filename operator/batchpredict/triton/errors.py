@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import aiohttp
 from tritonclient.utils import InferenceServerException
 
 # gRPC codes worth retrying, and their HTTP equivalents (DESIGN.md section 5).
@@ -48,6 +47,12 @@ def classify(error: BaseException) -> RequestError:
         return RequestError(code, message, transient)
     if isinstance(error, asyncio.TimeoutError | TimeoutError):
         return RequestError("DEADLINE_EXCEEDED", "request timed out", transient=True)
-    if isinstance(error, aiohttp.ClientError | ConnectionError | OSError):
+    if isinstance(error, ConnectionError | OSError) or _is_aiohttp_error(error):
         return RequestError("UNAVAILABLE", f"connection failed: {error}", transient=True)
     return RequestError("INTERNAL", f"{type(error).__name__}: {error}", transient=False)
+
+
+def _is_aiohttp_error(error: BaseException) -> bool:
+    # aiohttp is only imported when the HTTP protocol is used.
+    module = type(error).__module__
+    return module.startswith("aiohttp") and isinstance(error, Exception)

@@ -32,6 +32,7 @@ from batchpredict.worker.preprocess import Prepared, Preprocessor, Request
 
 log = logging.getLogger(__name__)
 ID_COLUMN = "id"
+READ_ROWS = 16384
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,10 @@ class Chunk:
     number: int
     expected: int
     resolved: int = 0
+    # Succeeded items, one piece per request: input columns (ids, carried fields), raw
+    # outputs and work-list order. Postprocessing happens once per chunk, in the writer thread.
     pieces: list[pa.Table] = field(default_factory=list)
+    outputs: list[dict[str, NDArray[Any]]] = field(default_factory=list)
     orders: list[NDArray[Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
 
@@ -80,10 +84,12 @@ class ShardPipeline:
         self.settings = settings
         self.layout = layout
         self.on_commit = on_commit
-        self.output_names = [o.tensor for o in outputs]
+        self.output_names = list(dict.fromkeys(o.tensor for o in outputs))
         self._chunks: dict[int, Chunk] = {}
         self._commits: set[asyncio.Task[None]] = set()
-        self._index: dict[int, int] = {}
+        # Errors of finished request/commit tasks: the shard is broken, stop and report.
+        self._crashed: list[BaseException] = []
+        self._work_array: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self._work: Sequence[int] = range(0)
 
     async def run(
@@ -92,36 +98,13 @@ class ShardPipeline:
         """Process chunks `todo` of the shard's `work` (positions, in order)."""
         if not todo:
             return
-        size = self.settings.chunk_items
-        self._work = work
-        if not isinstance(work, range):
-            self._index = {p: k for k, p in enumerate(work)}
-        for c in todo:
-            self._chunks[c] = Chunk(c, len(work[c * size : (c + 1) * size]))
-        positions = [p for c in todo for p in work[c * size : (c + 1) * size]]
-        contiguous = isinstance(work, range) and todo == list(range(todo[0], todo[-1] + 1))
-        wanted = None if contiguous else set(positions)
+        self._plan_chunks(work, todo)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=2 * self.settings.concurrency)
         stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                batches = read(
-                    positions[0],
-                    positions[-1] + 1,
-                    wanted=wanted,
-                    batch_rows=self.settings.batch_size,
-                )
-                for batch in batches:
-                    if stop.is_set():
-                        return
-                    for part in self._split_by_chunk(batch):
-                        self._put(loop, queue, self.preprocessor.prepare(part), stop)
-            finally:
-                self._put(loop, queue, None, stop)
-
-        producer = asyncio.create_task(asyncio.to_thread(produce))
+        producer = asyncio.create_task(
+            asyncio.to_thread(self._produce, read, work, todo, loop, queue, stop)
+        )
         slots = asyncio.Semaphore(self.settings.concurrency)
         requests: set[asyncio.Task[None]] = set()
         try:
@@ -129,13 +112,14 @@ class ShardPipeline:
                 self._record_errors(prepared)
                 for request in prepared.requests:
                     await slots.acquire()
+                    self._raise_crash()
                     task = asyncio.create_task(self._resolve(prepared, request, slots))
-                    requests.add(task)
-                    task.add_done_callback(requests.discard)
+                    self._track(task, requests)
             await producer
             await asyncio.gather(*requests)
             while self._commits:
                 await asyncio.gather(*list(self._commits))
+            self._raise_crash()
         finally:
             stop.set()
             for task in (*requests, *self._commits):
@@ -143,6 +127,50 @@ class ShardPipeline:
         unfinished = [c.number for c in self._chunks.values() if c.resolved < c.expected]
         if unfinished:
             raise RuntimeError(f"chunks {unfinished} did not receive every item from the dataset")
+
+    def _raise_crash(self) -> None:
+        if self._crashed:
+            raise self._crashed[0]
+
+    def _plan_chunks(self, work: Sequence[int], todo: list[int]) -> None:
+        size = self.settings.chunk_items
+        self._work = work
+        if not isinstance(work, range):
+            self._work_array = np.asarray(work, dtype=np.int64)
+        for c in todo:
+            self._chunks[c] = Chunk(c, len(work[c * size : (c + 1) * size]))
+
+    def _produce(  # noqa: PLR0917 (runs in a thread: everything it needs, explicitly)
+        self,
+        read: Callable[..., Iterator[ItemBatch]],
+        work: Sequence[int],
+        todo: list[int],
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[Prepared | None],
+        stop: threading.Event,
+    ) -> None:
+        """Reading thread: read the items of chunks `todo`, prepare requests, queue them."""
+        size = self.settings.chunk_items
+        first = int(work[todo[0] * size])
+        last = int(work[min(len(work), (todo[-1] + 1) * size) - 1])
+        wanted = None
+        if not (isinstance(work, range) and todo == list(range(todo[0], todo[-1] + 1))):
+            wanted = np.concatenate(
+                [np.asarray(work[c * size : (c + 1) * size], dtype=np.int64) for c in todo]
+            )
+        # Read many requests' worth at once: fewer hand-overs between this thread and the
+        # event loop, which contend for the GIL.
+        rows = self.settings.batch_size * max(1, READ_ROWS // self.settings.batch_size)
+        try:
+            for batch in read(first, last + 1, wanted=wanted, batch_rows=rows):
+                if stop.is_set():
+                    return
+                for part, order in self._split_by_chunk(batch):
+                    prepared = self.preprocessor.prepare(part)
+                    prepared.order = order
+                    self._put(loop, queue, prepared, stop)
+        finally:
+            self._put(loop, queue, None, stop)
 
     @staticmethod
     def _put(
@@ -160,29 +188,48 @@ class ShardPipeline:
             return
         future.cancel()
 
-    def _k(self, position: int) -> int:
+    def _order(self, positions: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Index of each position in the work list (sorted), vectorized."""
         work = self._work
-        return position - work.start if isinstance(work, range) else self._index[position]
+        if isinstance(work, range):
+            return positions - work.start
+        return np.searchsorted(self._work_array, positions).astype(np.int64)
 
-    def _split_by_chunk(self, batch: ItemBatch) -> Iterator[ItemBatch]:
-        size = self.settings.chunk_items
-        first, last = self._k(batch.positions[0]) // size, self._k(batch.positions[-1]) // size
-        if first == last:
-            yield batch
+    def _split_by_chunk(self, batch: ItemBatch) -> Iterator[tuple[ItemBatch, NDArray[np.int64]]]:
+        order = self._order(batch.positions)
+        chunks = order // self.settings.chunk_items
+        if chunks[0] == chunks[-1]:
+            yield batch, order
             return
-        chunks = [self._k(p) // size for p in batch.positions]
-        for c in dict.fromkeys(chunks):
-            yield take(batch, [i for i, ci in enumerate(chunks) if ci == c])
+        for c in np.unique(chunks):
+            keep = np.flatnonzero(chunks == c)
+            yield take(batch, keep), order[keep]
+
+    def _track(self, task: asyncio.Task[None], tasks: set[asyncio.Task[None]]) -> None:
+        tasks.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            if not task.cancelled() and (error := task.exception()) is not None:
+                self._crashed.append(error)
+
+        task.add_done_callback(done)
+
+    @staticmethod
+    def _order_of(prepared: Prepared) -> NDArray[np.int64]:
+        if prepared.order is None:
+            raise RuntimeError("a prepared batch has no work-list order")
+        return prepared.order
 
     def _chunk_of(self, prepared: Prepared) -> Chunk:
-        return self._chunks[self._k(prepared.batch.positions[0]) // self.settings.chunk_items]
+        return self._chunks[int(self._order_of(prepared)[0]) // self.settings.chunk_items]
 
     def _failure(  # noqa: PLR0917 (one failure record's fields)
         self, batch: ItemBatch, index: int, code: str, message: str, attempts: int, retryable: bool
     ) -> dict[str, Any]:
         return {
-            "id": batch.ids[index],
-            "position": batch.positions[index],
+            "id": batch.id_at(index),
+            "position": int(batch.positions[index]),
             "shard": self.settings.shard,
             "round": self.settings.round,
             "code": code,
@@ -219,7 +266,7 @@ class ShardPipeline:
                     self._failure(
                         prepared.batch, i, error.code, error.message, attempts, error.transient
                     )
-                    for i in request.indices
+                    for i in request.indices.tolist()
                 ]
                 self._resolved(chunk, failures=failures)
             else:
@@ -250,34 +297,35 @@ class ShardPipeline:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _succeeded(
-        self, chunk: Chunk, prepared: Prepared, indices: list[int], outputs: dict[str, NDArray[Any]]
+        self,
+        chunk: Chunk,
+        prepared: Prepared,
+        indices: NDArray[np.intp],
+        outputs: dict[str, NDArray[Any]],
     ) -> None:
         batch = prepared.batch
         n = len(indices)
-        try:
-            columns = output_columns(self.outputs, outputs, n)
-        except ValueError as error:
+        rows = {name: array.shape[0] if array.ndim else 0 for name, array in outputs.items()}
+        if any(count != n for count in rows.values()):
+            message = f"the model returned {rows} rows for {n} items"
             failures = [
-                self._failure(
-                    batch,
-                    i,
-                    "BAD_OUTPUT",
-                    f"model output does not fit: {error}",
-                    1,
-                    retryable=False,
-                )
-                for i in indices
+                self._failure(batch, i, "BAD_OUTPUT", message, 1, False) for i in indices.tolist()
             ]
             self._resolved(chunk, failures=failures)
             return
-        data: dict[str, Any] = {ID_COLUMN: pa.array([batch.ids[i] for i in indices], pa.string())}
+        whole = n == len(batch)
+        take_ = pa.array(indices)
+        data: dict[str, Any] = {ID_COLUMN: batch.ids if whole else batch.ids.take(take_)}
         for name, values in prepared.carried.items():
-            if name not in columns and name != ID_COLUMN:
-                data[name] = [values[i] for i in indices]
-        data.update(columns)
-        table = pa.table(data)
-        order = np.fromiter((self._k(batch.positions[i]) for i in indices), np.int64, n)
-        self._resolved(chunk, table=table, order=order)
+            if name == ID_COLUMN:
+                continue
+            if isinstance(values, pa.Array):
+                data[name] = values if whole else values.take(take_)
+            else:
+                data[name] = [values[i] for i in indices.tolist()]
+        self._resolved(
+            chunk, table=pa.table(data), outputs=outputs, order=self._order_of(prepared)[indices]
+        )
 
     def _resolved(
         self,
@@ -285,19 +333,20 @@ class ShardPipeline:
         *,
         failures: list[dict[str, Any]] | None = None,
         table: pa.Table | None = None,
+        outputs: dict[str, NDArray[Any]] | None = None,
         order: NDArray[Any] | None = None,
     ) -> None:
         if failures:
             chunk.failures.extend(failures)
             chunk.resolved += len(failures)
-        if table is not None and order is not None:
+        if table is not None and order is not None and outputs is not None:
             chunk.pieces.append(table)
+            chunk.outputs.append(outputs)
             chunk.orders.append(order)
             chunk.resolved += table.num_rows
         if chunk.resolved >= chunk.expected:
             task = asyncio.create_task(self._commit(chunk))
-            self._commits.add(task)
-            task.add_done_callback(self._commits.discard)
+            self._track(task, self._commits)
 
     async def _commit(self, chunk: Chunk) -> None:
         del self._chunks[chunk.number]
@@ -312,7 +361,24 @@ class ShardPipeline:
         )
         if chunk.pieces:
             table = pa.concat_tables(chunk.pieces, promote_options="default")
-            table = table.take(pa.array(np.argsort(np.concatenate(chunk.orders), kind="stable")))
+            outputs = {
+                name: np.concatenate([piece[name] for piece in chunk.outputs])
+                for name in self.output_names
+            }
+            order = np.concatenate(chunk.orders)
+            if len(order) > 1 and not (np.diff(order) > 0).all():  # replies came out of order
+                sort = np.argsort(order, kind="stable")
+                table = table.take(pa.array(sort))
+                outputs = {name: array[sort] for name, array in outputs.items()}
+            try:
+                columns = output_columns(self.outputs, outputs, table.num_rows)
+            except ValueError as error:
+                # The model answered with outputs that do not fit its own metadata.
+                raise RuntimeError(f"cannot postprocess the model's outputs: {error}") from None
+            for name, column in columns.items():
+                if name in table.column_names:  # a prediction wins over a carried field
+                    table = table.drop_columns([name])
+                table = table.append_column(name, column)
         else:
             table = pa.table({ID_COLUMN: pa.array([], pa.string())})
         path = layout.predictions_chunk(s.round, s.shard, chunk.number, s.output_format)

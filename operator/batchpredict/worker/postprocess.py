@@ -33,6 +33,16 @@ def _bytes_column(values: NDArray[Any]) -> pa.Array:
     return pa.array([row[0] if len(row) == 1 else row for row in flat])
 
 
+def _top_k(values: NDArray[Any], k: int) -> NDArray[Any]:
+    """Indices of the k largest values per row, best first (argpartition: no full sort)."""
+    if k < values.shape[1]:
+        part = np.argpartition(-values, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(values.shape[1]), values.shape)
+    scores = np.take_along_axis(values, part, axis=1)
+    return np.take_along_axis(part, np.argsort(-scores, axis=1, kind="stable"), axis=1)
+
+
 def output_columns(
     bindings: list[OutputBinding], outputs: dict[str, NDArray[Any]], n: int
 ) -> dict[str, pa.Array]:
@@ -46,13 +56,13 @@ def output_columns(
             columns[binding.field] = pa.array(np.argmax(values, axis=1).astype(np.int64))
         elif binding.postprocess == Postprocess.TOPK:
             k = min(binding.k, values.shape[1])
-            best = np.argsort(-values, axis=1, kind="stable")[:, :k]
+            best = _top_k(values, k)
             columns[binding.field] = _list_column(best.astype(np.int64))
             columns[f"{binding.field}_scores"] = _list_column(
                 np.take_along_axis(values, best, axis=1)
             )
         elif values.shape[1] == 1:
-            columns[binding.field] = pa.array(values[:, 0])
+            columns[binding.field] = pa.array(np.ascontiguousarray(values[:, 0]))
         else:
             columns[binding.field] = _list_column(values)
     return columns

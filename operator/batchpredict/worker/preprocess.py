@@ -32,7 +32,7 @@ PREPROCESS_FAILED = "PREPROCESS_FAILED"
 class Request:
     """Items of one inference request: their indices in the batch and stacked tensors."""
 
-    indices: list[int]
+    indices: NDArray[np.intp]
     tensors: dict[str, NDArray[Any]]
 
 
@@ -41,7 +41,10 @@ class Prepared:
     batch: ItemBatch
     requests: list[Request] = field(default_factory=list)
     errors: dict[int, tuple[str, str]] = field(default_factory=dict)
-    carried: dict[str, list[Any]] = field(default_factory=dict)
+    # Input fields copied next to predictions: Arrow arrays (Parquet) or lists (rows).
+    carried: dict[str, pa.Array | list[Any]] = field(default_factory=dict)
+    # Each item's index in the shard's work list (set by the pipeline).
+    order: NDArray[np.int64] | None = None
 
 
 class ItemError(Exception):
@@ -72,6 +75,7 @@ class Preprocessor:
         inputs: list[InputBinding],
         preprocess: Preprocess | None,
         include_fields: list[str],
+        batch_size: int,
         batched: bool = True,
     ) -> None:
         self.inputs = inputs
@@ -80,15 +84,15 @@ class Preprocessor:
             load_function(preprocess.function) if preprocess and preprocess.function else None
         )
         self.include = include_fields
+        self.batch_size = batch_size if batched else 1
         self.batched = batched
 
     def prepare(self, batch: ItemBatch) -> Prepared:
         prepared = Prepared(batch, errors=dict(batch.errors))
         if batch.table is not None and self.function is None and self.image is None:
+            names = batch.table.schema.names
             prepared.carried = {
-                f: batch.table.column(f).to_pylist()
-                if f in batch.table.schema.names
-                else [None] * len(batch)
+                f: batch.table.column(f) if f in names else pa.nulls(len(batch))
                 for f in self.include
             }
             if self._columnar(batch.table, prepared):
@@ -124,8 +128,9 @@ class Preprocessor:
             except (ValueError, TypeError, pa.ArrowException):
                 return False
             tensors[binding.tensor] = array
-        indices = [i for i in range(n) if i not in prepared.errors]
-        if len(indices) < n:
+        indices = np.arange(n)
+        if prepared.errors:
+            indices = np.setdiff1d(indices, np.fromiter(prepared.errors, np.intp))
             tensors = {k: v[indices] for k, v in tensors.items()}
         self._add_requests(prepared, indices, tensors)
         return True
@@ -145,7 +150,7 @@ class Preprocessor:
             groups.setdefault(key, []).append((index, arrays))
         # Items of different shapes (variable dims) cannot share a request.
         for members in groups.values():
-            indices = [index for index, _ in members]
+            indices = np.array([index for index, _ in members], dtype=np.intp)
             tensors = {
                 b.tensor: np.stack([arrays[j] for _, arrays in members])
                 for j, b in enumerate(self.inputs)
@@ -153,15 +158,21 @@ class Preprocessor:
             self._add_requests(prepared, indices, tensors)
 
     def _add_requests(
-        self, prepared: Prepared, indices: list[int], tensors: dict[str, NDArray[Any]]
+        self, prepared: Prepared, indices: NDArray[np.intp], tensors: dict[str, NDArray[Any]]
     ) -> None:
-        if not indices:
+        if not len(indices):
             return
         if not self.batched:  # the model takes one item without a batch dimension
-            for j, index in enumerate(indices):
-                prepared.requests.append(Request([index], {k: v[j] for k, v in tensors.items()}))
+            for j in range(len(indices)):
+                single = {k: v[j] for k, v in tensors.items()}
+                prepared.requests.append(Request(indices[j : j + 1], single))
             return
-        prepared.requests.append(Request(indices, tensors))
+        size = self.batch_size
+        for start in range(0, len(indices), size):  # views: no copies
+            part = slice(start, start + size)
+            prepared.requests.append(
+                Request(indices[part], {k: v[part] for k, v in tensors.items()})
+            )
 
     def _item_tensors(self, row: dict[str, Any]) -> list[NDArray[Any]]:
         if ITEM_FIELD in (b.field for b in self.inputs) or self.image or self.function:

@@ -83,6 +83,7 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
                 setup.inputs,
                 spec.input.preprocess,
                 spec.output.include_fields,
+                setup.batch_size,
                 setup.info.max_batch_size > 0,
             )
             pipeline = ShardPipeline(
@@ -102,6 +103,7 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
                 setup.batch_size,
                 setup.concurrency,
             )
+            started = time.monotonic()  # throughput of the pipeline, not of the model checks
             await pipeline.run(work, todo, dataset.iter_items)
         elapsed = time.monotonic() - started
         manifest = {
