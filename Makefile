@@ -54,3 +54,7 @@ lock: $(STAMP)  ## re-pin constraints.txt from the current virtualenv
 
 clean:  ## remove the virtualenv and caches (not the cluster binary cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench
+bench: $(STAMP)  ## worker throughput vs an ideal Triton client, and worker memory vs shard size
+	$(BIN)/python benchmarks/worker_throughput.py
