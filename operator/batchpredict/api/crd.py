@@ -198,7 +198,10 @@ REPORT_PRINTER_COLUMNS: list[dict[str, Any]] = [
 def build_report_crd() -> dict[str, Any]:
     """The BatchPredictionShard CRD: per-shard progress reports written by worker pods."""
     schema = structural_schema(BatchPredictionShard)
-    schema["properties"]["metadata"] = {"type": "object"}
+    # The API server owns apiVersion, kind and metadata: no defaults or rules of ours there.
+    schema["properties"].update(
+        apiVersion={"type": "string"}, kind={"type": "string"}, metadata={"type": "object"}
+    )
     schema["description"] = (
         "Progress of one shard of a BatchPrediction, written by its worker pod only."
     )
