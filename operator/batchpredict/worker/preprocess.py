@@ -220,6 +220,8 @@ def _shape(binding: InputBinding, values: NDArray[Any], n: int) -> tuple[int, ..
 
 
 def _to_array(binding: InputBinding, value: Any) -> NDArray[Any]:
+    if value is None:  # numpy would turn it into NaN silently
+        raise ItemError(MALFORMED, f"field {binding.field!r} is null")
     try:
         if binding.datatype == "BYTES":
             array = np.asarray(value, dtype=object)

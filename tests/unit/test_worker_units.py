@@ -1,0 +1,114 @@
+"""Pure pieces of the worker: tensor mapping, preprocessing, postprocessing, error classes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+from batchpredict.api.v1alpha1.spec import ImagePreprocess, ModelRef, Postprocess
+from batchpredict.io.readers import ItemBatch
+from batchpredict.triton.client import ModelInfo, TensorMeta
+from batchpredict.triton.errors import classify
+from batchpredict.triton.tensors import (
+    InputBinding,
+    MappingError,
+    OutputBinding,
+    auto_batch_size,
+    bind_inputs,
+)
+from batchpredict.worker.postprocess import output_columns
+from batchpredict.worker.preprocess import ItemError, Preprocessor, decode_image
+
+INFO = ModelInfo("m", "1", [TensorMeta("x", "FP32", [2])], [TensorMeta("y", "FP32", [3])], 64)
+
+
+def test_single_input_binds_to_the_only_data_field_or_says_what_to_set() -> None:
+    assert bind_inputs(ModelRef(name="m"), INFO, ["features"])[0].field == "features"
+    assert bind_inputs(ModelRef(name="m"), INFO, ["x", "id"])[0].field == "x"
+    with pytest.raises(MappingError, match=r"which of the fields \['a', 'b'\] feeds input 'x'"):
+        bind_inputs(ModelRef(name="m"), INFO, ["a", "b"])
+    with pytest.raises(MappingError, match="has no input 'z'"):
+        bind_inputs(ModelRef.model_validate({"name": "m", "inputs": [{"name": "z"}]}), INFO, [])
+
+
+def test_auto_batch_size_respects_max_batch_size_and_bytes() -> None:
+    small = [InputBinding("x", "x", "FP32", (2,))]
+    assert auto_batch_size(INFO, small, None) == 64
+    assert auto_batch_size(INFO, small, 1000) == 64
+    image = [InputBinding("x", "x", "FP32", (3, 1024, 1024))]
+    big = ModelInfo("m", "1", [], [], 4096)
+    assert auto_batch_size(big, image, None) == 2  # 32 MiB / 12 MiB per item
+
+
+def test_columnar_batch_falls_back_per_item_for_a_bad_row() -> None:
+    table = pa.record_batch({"x": pa.array([[1.0, 2.0], None, [5.0, 6.0]])})
+    batch = ItemBatch(np.arange(3), pa.array(["a", "b", "c"]), table=table)
+    pre = Preprocessor([InputBinding("x", "x", "FP32", (2,))], None, [], batch_size=8)
+    prepared = pre.prepare(batch)
+    assert list(prepared.errors) == [1]
+    assert prepared.errors[1] == ("MALFORMED_ITEM", "field 'x' is null")
+    (request,) = prepared.requests
+    assert request.indices.tolist() == [0, 2]
+    assert request.tensors["x"].tolist() == [[1.0, 2.0], [5.0, 6.0]]
+
+
+def test_requests_never_exceed_the_batch_size() -> None:
+    table = pa.record_batch({"x": pa.array(np.arange(10, dtype=np.float32))})
+    batch = ItemBatch(np.arange(10), pa.array([str(i) for i in range(10)]), table=table)
+    pre = Preprocessor([InputBinding("x", "x", "FP32", (1,))], None, [], batch_size=4)
+    sizes = [len(r.indices) for r in pre.prepare(batch).requests]
+    assert sizes == [4, 4, 2]
+
+
+def test_image_decode_resizes_normalizes_and_reports_corrupt_data() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (10, 20), (255, 0, 0)).save(buffer, format="PNG")
+    spec = ImagePreprocess(resize=[4, 6], channels_first=True)
+    array = decode_image(buffer.getvalue(), spec, "red.png")
+    assert array.shape == (3, 4, 6)
+    assert array[0].max() == pytest.approx(1.0)
+    with pytest.raises(ItemError, match=r"cannot decode image bad\.png"):
+        decode_image(b"not an image", spec, "bad.png")
+
+
+def test_postprocessing_keeps_argmax_and_topk() -> None:
+    scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.1, 0.4]], dtype=np.float32)
+    columns = output_columns(
+        [
+            OutputBinding("s", "raw"),
+            OutputBinding("s", "label", Postprocess.ARGMAX),
+            OutputBinding("s", "top", Postprocess.TOPK, k=2),
+        ],
+        {"s": scores},
+        2,
+    )
+    assert columns["label"].to_pylist() == [1, 0]
+    assert columns["top"].to_pylist() == [[1, 2], [0, 2]]
+    top_scores = [s for row in columns["top_scores"].to_pylist() for s in row]
+    assert top_scores == pytest.approx([0.7, 0.2, 0.5, 0.4])
+    assert columns["raw"].to_pylist()[0] == pytest.approx([0.1, 0.7, 0.2])
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "transient"),
+    [
+        ("StatusCode.UNAVAILABLE", "UNAVAILABLE", True),
+        ("StatusCode.INVALID_ARGUMENT", "INVALID_ARGUMENT", False),
+        ("503", "UNAVAILABLE", True),
+        ("400", "INVALID_ARGUMENT", False),
+        ("429", "RESOURCE_EXHAUSTED", True),
+    ],
+)
+def test_errors_are_classified_by_code(status: str, code: str, transient: bool) -> None:
+    error = classify(InferenceServerException("boom", status=status))
+    assert (error.code, error.transient, error.message) == (code, transient, "boom")
+
+
+def test_connection_errors_and_timeouts_are_transient() -> None:
+    assert classify(ConnectionResetError("reset")).transient
+    assert classify(TimeoutError()).code == "DEADLINE_EXCEEDED"
