@@ -313,14 +313,19 @@ class ShardPipeline:
             ]
             self._resolved(chunk, failures=failures)
             return
-        whole = n == len(batch)
-        take_ = pa.array(indices)
-        data: dict[str, Any] = {ID_COLUMN: batch.ids if whole else batch.ids.take(take_)}
+        first = int(indices[0])
+        # Requests are usually contiguous slices of their batch: zero-copy Arrow slices.
+        contiguous = int(indices[-1]) - first + 1 == n
+
+        def pick(values: pa.Array) -> pa.Array:
+            return values.slice(first, n) if contiguous else values.take(pa.array(indices))
+
+        data: dict[str, Any] = {ID_COLUMN: pick(batch.ids)}
         for name, values in prepared.carried.items():
             if name == ID_COLUMN:
                 continue
             if isinstance(values, pa.Array):
-                data[name] = values if whole else values.take(take_)
+                data[name] = pick(values)
             else:
                 data[name] = [values[i] for i in indices.tolist()]
         self._resolved(
