@@ -343,3 +343,30 @@ def test_invalid_spec_exits_cannot_start_naming_the_field(tmp_path: Path) -> Non
     message = termination(tmp_path)
     assert message["reason"] == "InvalidSpec"
     assert "spec.input.format" in message["message"]
+
+
+def test_finalize_records_items_of_a_shard_that_never_finished(
+    triton_server: TritonHandle, tmp_path: Path
+) -> None:
+    rows = [{"x": float(i)} for i in range(60)]
+    out = tmp_path / "out"
+    spec = spec_for(
+        triton_server,
+        "double",
+        {"uri": str(write_jsonl(tmp_path / "in.jsonl", rows)), "format": "jsonl"},
+        out,
+        shards=2,
+    )
+    env = worker_env(spec, tmp_path, BATCHPREDICT_CHUNK_ITEMS="20")
+    assert run("plan", env) == 0
+    assert run("shard", {**env, "JOB_COMPLETION_INDEX": "0"}) == 0  # shard 1's pod gave up
+    assert run("finalize", env) == 0
+
+    summary = json.loads((out / "manifest.json").read_text())
+    assert (summary["succeeded"], summary["failed"], summary["notProcessed"]) == (30, 30, 30)
+    assert summary["incompleteShards"] == [{"shard": 1, "round": 0, "items": 30}]
+    failures = final_failures(out)
+    assert [f["id"] for f in failures] == [str(i) for i in range(30, 60)]
+    assert all(f["code"] == "NOT_PROCESSED" and f["retryable"] for f in failures)
+    assert "shard 1 did not finish in round 0" in failures[0]["message"]
+    assert_each_id_once(out, {str(i) for i in range(60)})

@@ -6,15 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from batchpredict.io.layout import OutputLayout
+from batchpredict.io.readers import open_dataset
+from batchpredict.planning import ShardPlan
 from batchpredict.worker.config import WorkerEnv
 from batchpredict.worker.rounds import chunk_count, walk_rounds
 from batchpredict.worker.setup import read_plan
+
+NOT_PROCESSED = "NOT_PROCESSED"
 
 
 def _finalize(env: WorkerEnv) -> dict[str, Any]:
@@ -27,6 +34,7 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
     retryable = 0
     prediction_files: list[str] = []
     incomplete: list[dict[str, int]] = []
+    unfinished: dict[int, NDArray[np.int64]] = {}
     with layout.open_atomic(layout.final_failures) as failures_out:
         for shard in range(plan.shards):
             for outcome in walk_rounds(layout, plan, shard, last):
@@ -46,12 +54,20 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
                         failures_out.write(
                             json.dumps(failure, separators=(",", ":")).encode() + b"\n"
                         )
-            unfinished = len(outcome.work) - sum(
-                len(outcome.work[c * size : (c + 1) * size]) for c in outcome.committed
-            )
-            if unfinished:
-                missing += unfinished
-                incomplete.append({"shard": shard, "round": last, "items": unfinished})
+            never = [
+                np.asarray(outcome.work[c * size : (c + 1) * size], dtype=np.int64)
+                for c in range(chunk_count(outcome.work, size))
+                if c not in outcome.committed
+            ]
+            if never:
+                unfinished[shard] = np.concatenate(never)
+                incomplete.append({"shard": shard, "round": last, "items": len(unfinished[shard])})
+        if unfinished:
+            for failure in _not_processed(env, plan, last, unfinished):
+                counts[failure["code"]] += 1
+                retryable += 1
+                missing += 1
+                failures_out.write(json.dumps(failure, separators=(",", ":")).encode() + b"\n")
     failed = sum(counts.values())
     fmt = spec.output.format.value
     combined = _combine(layout, prediction_files, fmt) if spec.output.combine else None
@@ -63,7 +79,7 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
         "succeeded": succeeded,
         "failed": failed,
         "retryableFailed": retryable,
-        "missing": missing,
+        "notProcessed": missing,
         "failureCounts": dict(counts),
         "incompleteShards": incomplete,
         "predictions": combined or layout.url(layout.path("rounds")),
@@ -73,7 +89,30 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
         "finishedAt": datetime.now(UTC).isoformat(),
     }
     layout.write_json(layout.summary, summary)
-    return {k: summary[k] for k in ("total", "succeeded", "failed", "missing", "predictions")}
+    return {k: summary[k] for k in ("total", "succeeded", "failed", "notProcessed", "predictions")}
+
+
+def _not_processed(
+    env: WorkerEnv, plan: ShardPlan, last: int, unfinished: dict[int, NDArray[np.int64]]
+) -> Iterator[dict[str, Any]]:
+    """Failure records for items whose shard never committed them (its pod gave up), so that
+    every input id still ends up exactly once in predictions or failures."""
+    positions = np.sort(np.concatenate(list(unfinished.values())))
+    dataset = open_dataset(env.spec.input)
+    for batch in dataset.iter_items(int(positions[0]), int(positions[-1]) + 1, wanted=positions):
+        for index, position in enumerate(batch.positions.tolist()):
+            shard = plan.shard_of(position)
+            yield {
+                "id": batch.id_at(index),
+                "position": position,
+                "shard": shard,
+                "round": last,
+                "code": NOT_PROCESSED,
+                "message": f"shard {shard} did not finish in round {last} (its pod failed); "
+                "the item was never sent to the model",
+                "attempts": 0,
+                "retryable": True,
+            }
 
 
 def _combine(layout: OutputLayout, files: list[str], fmt: str) -> str:
