@@ -153,8 +153,9 @@ async def ideal_client(url: str, model: str, items: int, batch: int, concurrency
 
 
 def compare(triton: TritonHandle, model: str, items: int, tmp: Path) -> None:
-    # A warm-up run picks the automatic settings the ideal client then uses.
-    warm = run_worker(triton, model, 20_000, tmp)
+    # A warm-up run over the same items picks (and tunes) the automatic settings that the
+    # ideal client then uses.
+    warm = run_worker(triton, model, items, tmp)
     batch, concurrency = warm["batchSize"], warm["concurrency"]
     url = triton.grpc_url
     ideal = [asyncio.run(ideal_client(url, model, items, batch, concurrency))]
@@ -176,7 +177,7 @@ def compare(triton: TritonHandle, model: str, items: int, tmp: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--items", type=int, default=200_000)
+    parser.add_argument("--items", type=int, default=400_000)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--rss-items", type=int, nargs="*", default=[100_000, 1_000_000])
     args = parser.parse_args()

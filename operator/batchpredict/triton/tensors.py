@@ -19,6 +19,7 @@ ITEM_FIELD = "$item"
 # Input bytes budget of one request when the batch size is automatic.
 AUTO_BATCH_BYTES = 32 * 1024 * 1024
 AUTO_BATCH_MAX = 1024
+MAX_AUTO_CONCURRENCY = 64
 
 
 class MappingError(ValueError):
@@ -122,7 +123,8 @@ def auto_batch_size(info: ModelInfo, inputs: list[InputBinding], wanted: int | N
 
 
 def auto_concurrency(info: ModelInfo, wanted: int | None) -> int:
-    """Requests in flight: enough to keep every model instance busy while replies travel."""
+    """Requests in flight to start with: enough to keep every model instance busy while
+    replies travel (the worker then tunes it, see worker/tuning.py)."""
     if wanted is not None:
         return wanted
-    return max(4, min(64, 2 * info.instances))
+    return max(4, min(MAX_AUTO_CONCURRENCY, 2 * info.instances))

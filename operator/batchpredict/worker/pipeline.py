@@ -29,6 +29,7 @@ from batchpredict.triton.errors import RequestError
 from batchpredict.triton.tensors import OutputBinding
 from batchpredict.worker.postprocess import output_columns
 from batchpredict.worker.preprocess import Prepared, Preprocessor, Request
+from batchpredict.worker.tuning import ConcurrencyTuner, Limiter
 
 log = logging.getLogger(__name__)
 ID_COLUMN = "id"
@@ -45,6 +46,9 @@ class Settings:
     backoff: BackoffSpec
     chunk_items: int
     output_format: str
+    # Tune concurrency (from `concurrency` up to `max_concurrency`) when the user set none.
+    adaptive: bool
+    max_concurrency: int
     round: int
     shard: int
 
@@ -85,6 +89,9 @@ class ShardPipeline:
         self.layout = layout
         self.on_commit = on_commit
         self.output_names = list(dict.fromkeys(o.tensor for o in outputs))
+        self.tuner = ConcurrencyTuner(
+            settings.concurrency, settings.max_concurrency, adaptive=settings.adaptive
+        )
         self._chunks: dict[int, Chunk] = {}
         self._commits: set[asyncio.Task[None]] = set()
         # Errors of finished request/commit tasks: the shard is broken, stop and report.
@@ -100,12 +107,13 @@ class ShardPipeline:
             return
         self._plan_chunks(work, todo)
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=2 * self.settings.concurrency)
+        # Batches read ahead: enough to keep the largest in-flight level busy, bounded memory.
+        queue: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=4)
         stop = threading.Event()
         producer = asyncio.create_task(
             asyncio.to_thread(self._produce, read, work, todo, loop, queue, stop)
         )
-        slots = asyncio.Semaphore(self.settings.concurrency)
+        slots = Limiter(self.tuner)
         requests: set[asyncio.Task[None]] = set()
         try:
             while (prepared := await queue.get()) is not None:
@@ -247,7 +255,7 @@ class ShardPipeline:
             self._resolved(self._chunk_of(prepared), failures=failures)
 
     async def _resolve(
-        self, prepared: Prepared, request: Request, slots: asyncio.Semaphore | None = None
+        self, prepared: Prepared, request: Request, slots: Limiter | None = None
     ) -> None:
         try:
             outputs, error, attempts = await self._infer(request.tensors)
@@ -273,7 +281,7 @@ class ShardPipeline:
                 self._succeeded(chunk, prepared, request.indices, outputs)
         finally:
             if slots is not None:
-                slots.release()
+                await slots.release(len(request.indices))
 
     async def _infer(
         self, tensors: dict[str, NDArray[Any]]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batchpredict.io.layout import OutputLayout
+from batchpredict.triton.tensors import MAX_AUTO_CONCURRENCY
 from batchpredict.worker import exit_codes
 from batchpredict.worker.config import CannotStartError, WorkerEnv
 from batchpredict.worker.pipeline import Settings, ShardPipeline
@@ -61,6 +62,7 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
     todo = [c for c in range(chunk_count(work, size)) if c not in done.committed]
     started = time.monotonic()
     setup = None
+    pipeline = None
     reporter.start()
     try:
         if todo:
@@ -77,6 +79,8 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
                 output_format=spec.output.format.value,
                 round=env.round,
                 shard=shard,
+                adaptive=spec.batching.concurrency is None,
+                max_concurrency=MAX_AUTO_CONCURRENCY,
             )
             preprocessor = await asyncio.to_thread(
                 Preprocessor,
@@ -117,7 +121,7 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
             "chunks": chunk_count(work, size),
             "chunkItems": size,
             "batchSize": setup.batch_size if setup else None,
-            "concurrency": setup.concurrency if setup else None,
+            "concurrency": pipeline.tuner.limit if pipeline else None,
             "seconds": round(elapsed, 3),
             "itemsPerSecond": round(reporter.done_here / elapsed, 1) if elapsed > 0 else 0.0,
             "finishedAt": datetime.now(UTC).isoformat(),
