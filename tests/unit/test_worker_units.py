@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from batchpredict.api.v1alpha1.spec import ImagePreprocess, ModelRef, Postprocess
+from batchpredict.api.v1alpha1.spec import ImagePreprocess, ModelRef, Postprocess, Preprocess
 from batchpredict.io.readers import ItemBatch
 from batchpredict.triton.client import ModelInfo, TensorMeta
 from batchpredict.triton.errors import classify
@@ -112,3 +113,28 @@ def test_errors_are_classified_by_code(status: str, code: str, transient: bool) 
 def test_connection_errors_and_timeouts_are_transient() -> None:
     assert classify(ConnectionResetError("reset")).transient
     assert classify(TimeoutError()).code == "DEADLINE_EXCEEDED"
+
+
+def test_user_preprocess_function_feeds_tensors_and_its_errors_fail_the_item(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "userprep.py").write_text(
+        "def scale(item):\n"
+        "    if item['v'] < 0:\n"
+        "        raise ValueError('negative v')\n"
+        "    return {'x': [item['v'] * 10.0]}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    preprocess = Preprocess(function="userprep:scale")
+    pre = Preprocessor([InputBinding("x", "x", "FP32", (1,))], preprocess, ["v"], batch_size=8)
+    rows: list[dict[str, object] | None] = [{"v": 1.0}, {"v": -1.0}, {"v": 2.5}]
+    prepared = pre.prepare(ItemBatch(np.arange(3), pa.array(["a", "b", "c"]), rows=rows))
+    assert prepared.errors == {1: ("PREPROCESS_FAILED", "ValueError: negative v")}
+    (request,) = prepared.requests
+    assert request.tensors["x"].ravel().tolist() == [10.0, 25.0]
+    assert prepared.carried == {"v": [1.0, -1.0, 2.5]}
+
+
+def test_a_preprocess_function_that_cannot_be_imported_names_it() -> None:
+    with pytest.raises(ValueError, match="cannot import 'nosuchmodule:f'"):
+        Preprocessor([], Preprocess(function="nosuchmodule:f"), [], batch_size=1)

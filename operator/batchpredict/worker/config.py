@@ -9,8 +9,11 @@ from pathlib import Path
 
 from batchpredict.api.v1alpha1.spec import BatchPredictionSpec, TritonProtocol
 from batchpredict.api.validation import InvalidSpecError, parse_spec
+from batchpredict.incluster import TERMINATION_LOG, in_pod
 from batchpredict.triton.client import TlsFiles, TritonClient
 from batchpredict.worker import exit_codes
+
+REPORT_MODES = frozenset({"api", "file", "off", "none"})
 
 
 class CannotStartError(Exception):
@@ -66,6 +69,12 @@ def load_env(env: dict[str, str] | None = None) -> WorkerEnv:
     except InvalidSpecError as error:
         raise CannotStartError(exit_codes.REASON_INVALID_SPEC, str(error)) from None
     in_pod = "KUBERNETES_SERVICE_HOST" in env
+    report_mode = env.get("BATCHPREDICT_REPORT", "api" if in_pod else "file")
+    if report_mode not in REPORT_MODES:
+        raise CannotStartError(
+            exit_codes.REASON_INVALID_SPEC,
+            f"BATCHPREDICT_REPORT must be one of {sorted(REPORT_MODES)} (got {report_mode!r})",
+        )
     return WorkerEnv(
         spec=spec,
         name=env.get("BATCHPREDICT_NAME", "batchprediction"),
@@ -74,12 +83,12 @@ def load_env(env: dict[str, str] | None = None) -> WorkerEnv:
         round=_int(env, "BATCHPREDICT_ROUND", 0) or 0,
         shard=_int(env, "JOB_COMPLETION_INDEX", None),
         triton_url=env.get("BATCHPREDICT_TRITON_URL") or None,
-        report_mode=env.get("BATCHPREDICT_REPORT", "api" if in_pod else "file"),
+        report_mode=report_mode,
         report_file=env.get("BATCHPREDICT_REPORT_FILE") or None,
         report_interval=float(env.get("BATCHPREDICT_REPORT_INTERVAL", "5")),
-        termination_log=Path(env.get("BATCHPREDICT_TERMINATION_LOG", "/dev/termination-log")),
-        tls_dir=Path(env.get("BATCHPREDICT_TLS_DIR", "/var/run/batchpredict/tls")),
-        headers_dir=Path(env.get("BATCHPREDICT_HEADERS_DIR", "/var/run/batchpredict/headers")),
+        termination_log=_pod_path(env, "BATCHPREDICT_TERMINATION_LOG", TERMINATION_LOG),
+        tls_dir=_pod_path(env, "BATCHPREDICT_TLS_DIR", "/var/run/batchpredict/tls"),
+        headers_dir=_pod_path(env, "BATCHPREDICT_HEADERS_DIR", "/var/run/batchpredict/headers"),
         triton_wait=float(env.get("BATCHPREDICT_TRITON_WAIT", "60")),
         chunk_items=_int(env, "BATCHPREDICT_CHUNK_ITEMS", None),
     )
@@ -114,3 +123,8 @@ def make_client(env: WorkerEnv) -> TritonClient:
         }
     timeout = triton.timeout_seconds if triton else 60.0
     return TritonClient(url, protocol, tls=tls, headers=headers, timeout=timeout)
+
+
+def _pod_path(env: dict[str, str], name: str, default: str) -> Path:
+    """An explicit path from the environment, else the pod path `default`."""
+    return Path(env[name]) if env.get(name) else in_pod(default, env)

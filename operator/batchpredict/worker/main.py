@@ -47,6 +47,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from batchpredict.incluster import TERMINATION_LOG, in_pod
 from batchpredict.worker import exit_codes
 from batchpredict.worker.config import CannotStartError, WorkerEnv, load_env
 
@@ -84,7 +85,9 @@ def _role(name: str) -> Callable[[WorkerEnv], Coroutine[Any, Any, dict[str, Any]
 def run(role: str, environ: dict[str, str] | None = None) -> int:
     """Run one role; returns the exit code."""
     source = os.environ if environ is None else environ
-    termination = Path(source.get("BATCHPREDICT_TERMINATION_LOG", "/dev/termination-log"))
+    termination = Path(
+        source.get("BATCHPREDICT_TERMINATION_LOG") or in_pod(TERMINATION_LOG, source)
+    )
     try:
         env = load_env(environ)
         result = asyncio.run(_role(role)(env))

@@ -60,13 +60,9 @@ class ApiSink:
 
     async def _client(self) -> Any:
         if self._api is None:
-            from kubernetes_asyncio import client, config  # noqa: PLC0415 (API mode only)
+            from batchpredict.incluster import api_client  # noqa: PLC0415 (API mode only)
 
-            try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
-            except config.ConfigException:
-                await config.load_kube_config()
-            self._api = client.ApiClient()
+            self._api = await api_client()
         from kubernetes_asyncio.client import CustomObjectsApi  # noqa: PLC0415
 
         return CustomObjectsApi(self._api)

@@ -26,6 +26,8 @@ def _sink(env: WorkerEnv, layout: OutputLayout, shard: int) -> ReportSink | None
         from batchpredict.api.v1alpha1.report import report_name  # noqa: PLC0415
 
         return ApiSink(env.namespace, report_name(env.name, env.round, shard))
+    if env.report_mode in {"off", "none"}:
+        return None
     if env.report_mode == "file":
         path = env.report_file or f"{layout.shard_dir(env.round, shard)}/report.json"
         return FileSink(layout, path)
