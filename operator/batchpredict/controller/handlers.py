@@ -22,6 +22,7 @@ from batchpredict.api.v1alpha1.status import BatchPredictionStatus, Phase
 from batchpredict.api.validation import InvalidSpecError, parse_batch_prediction
 from batchpredict.controller import kube
 from batchpredict.controller.config import OperatorConfig, load_config
+from batchpredict.incluster import api_client
 from batchpredict.reconcile.naming import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_RUN, MANAGED_BY, Role
 from batchpredict.reconcile.observed import JobState, Observed, StepOutcome
 from batchpredict.reconcile.patching import merge_patch
@@ -40,7 +41,7 @@ HOLDING = {Phase.PENDING.value, Phase.RUNNING.value, Phase.RETRYING.value}
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = load_config()
     memo.config = config
-    memo.api = await kube.api_client()
+    memo.api = await api_client()
     memo.tracker = metrics.PhaseTracker()
     memo.admitted = set()  # runs this process let start, until the index shows them started
     # Keep kopf's bookkeeping out of status: status is ours, computed from the children.

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from batchpredict.api.v1alpha1 import GROUP, PLURAL, VERSION
 
 CONFLICT = 409
 NOT_FOUND = 404
-
-
-async def api_client() -> client.ApiClient:
-    """In-cluster credentials inside a pod, else the kubeconfig (KUBECONFIG or ~/.kube)."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    else:
-        await config.load_kube_config()
-    return client.ApiClient()
 
 
 async def create_if_absent(create: Any, *args: Any) -> bool:

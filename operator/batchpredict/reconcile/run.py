@@ -39,6 +39,8 @@ from batchpredict.reconcile.progress import (
 )
 
 MODEL_REASONS = {"ModelNotFound", "ModelNotReady"}
+# How long a completed plan Job may go without its pod's result showing in the pod index.
+PLAN_RESULT_GRACE = timedelta(seconds=60)
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 
 
@@ -148,6 +150,13 @@ class _Run:
             self.pending()
         elif plan.failed:
             self.plan_failed(plan)
+        elif self.plan_totals() is None and self.plan_result_lost(plan):
+            self.finish(
+                Phase.FAILED,
+                "PlanResultMissing",
+                "the plan pod finished without its "
+                f"totals in its termination message; see `kubectl logs job/{plan.name}`",
+            )
         elif not plan.complete or self.plan_totals() is None:
             self.pending()
         else:
@@ -227,6 +236,11 @@ class _Run:
         if items is not None and items.total is not None and shards is not None and shards.total:
             return items.total, shards.total
         return None
+
+    def plan_result_lost(self, plan: JobState) -> bool:
+        """The plan Job completed a while ago but no pod told its result (pods deleted)."""
+        ended = plan.completion_time
+        return plan.complete and ended is not None and self.now > ended + PLAN_RESULT_GRACE
 
     def plan_failed(self, plan: JobState) -> None:
         outcome = self.observed.plan

@@ -1,0 +1,37 @@
+"""What a program sees inside its pod: paths and API credentials.
+
+Inside a container, pod paths are plain paths. Where containers run as processes of the host
+(the project's test node agent, see tests/harness/podenv.py) each container gets a root
+directory in BATCHPREDICT_CONTAINER_ROOT, and pod path `/p` is `$BATCHPREDICT_CONTAINER_ROOT/p`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from kubernetes_asyncio import client, config
+
+CONTAINER_ROOT_ENV = "BATCHPREDICT_CONTAINER_ROOT"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def in_pod(path: str, environ: Mapping[str, str] | None = None) -> Path:
+    """Where pod path `path` is for this process."""
+    root = (os.environ if environ is None else environ).get(CONTAINER_ROOT_ENV, "")
+    return Path(root.rstrip("/") + path) if root else Path(path)
+
+
+async def api_client() -> client.ApiClient:
+    """In-cluster credentials inside a pod (the ServiceAccount token), else the kubeconfig
+    (KUBECONFIG or ~/.kube/config) for a program run from a workstation."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        config.load_incluster_config(  # type: ignore[no-untyped-call]
+            token_filename=str(in_pod(f"{SERVICE_ACCOUNT_DIR}/token")),
+            cert_filename=str(in_pod(f"{SERVICE_ACCOUNT_DIR}/ca.crt")),
+        )
+    else:
+        await config.load_kube_config()
+    return client.ApiClient()
