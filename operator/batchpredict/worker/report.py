@@ -83,7 +83,9 @@ class ApiSink:
                 return
             self._created = True
         patch = {"spec": body["spec"], "progress": body["progress"]}
-        await api.patch_namespaced_custom_object(*args, self.name, patch)
+        await api.patch_namespaced_custom_object(
+            *args, self.name, patch, _content_type="application/merge-patch+json"
+        )
 
     async def close(self) -> None:
         if self._api is not None:
