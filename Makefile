@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-unit lint crds lock clean
+.PHONY: help venv test test-unit lint crds lock clean cluster-build cluster-up cluster-down
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -58,3 +58,12 @@ clean:  ## remove the virtualenv and caches (not the cluster binary cache)
 .PHONY: bench
 bench: $(STAMP)  ## worker throughput vs an ideal Triton client, and worker memory vs shard size
 	$(BIN)/python benchmarks/worker_throughput.py
+
+cluster-build:  ## build etcd and Kubernetes from the Go module proxy (cached outside the repo)
+	@bash hack/k8s/build.sh
+
+cluster-up: $(STAMP)  ## start the local control plane + test node agent; prints export KUBECONFIG=...
+	@$(BIN)/python -m tests.harness.cluster up
+
+cluster-down: $(STAMP)  ## stop every process the local cluster started
+	@$(BIN)/python -m tests.harness.cluster down

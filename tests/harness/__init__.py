@@ -1,0 +1,1 @@
+"""Test harness: local Kubernetes control plane, test node agent, Triton server."""
