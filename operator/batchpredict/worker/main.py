@@ -8,8 +8,9 @@ Environment
   BATCHPREDICT_RUN_UID         its UID (a plan from another run in output.uri is refused)
   BATCHPREDICT_ROUND           retry round, 0 first (finalize: the last round that ran)
   JOB_COMPLETION_INDEX         the shard (`shard` role; set by the Indexed Job)
-  BATCHPREDICT_TRITON_URL      overrides spec.triton.url (sidecar: localhost:8001)
-  BATCHPREDICT_REPORT          api | file | off; api in a pod, else file
+  BATCHPREDICT_TRITON_URL      overrides spec.triton.url (sidecar: localhost:8001; the
+                               operator's default server when spec.triton is left out)
+  BATCHPREDICT_REPORT          api | file | off (= none); api in a pod, else file
   BATCHPREDICT_REPORT_FILE     file mode: where (default <shard dir>/report.json)
   BATCHPREDICT_REPORT_INTERVAL seconds between report writes (default 5)
   BATCHPREDICT_TERMINATION_LOG default /dev/termination-log
@@ -25,15 +26,25 @@ Roles and exit codes (worker/exit_codes.py)
             termination message {"total","shards","chunkItems","batchSize","concurrency",...}
   shard     processes shard JOB_COMPLETION_INDEX of round BATCHPREDICT_ROUND; round r>0 redoes
             the retryable failures (and never-committed items) of round r-1 of the same shard
-  finalize  writes <output>/failures.jsonl (final failure per failed id), <output>/manifest.json
-            (counts, locations) and, with output.combine, <output>/predictions.<format>
+            batch size: spec or the model's max_batch_size (bounded by 32 MiB of input);
+            concurrency: spec, else tuned (doubled while throughput improves by 10%, max 64)
+  finalize  BATCHPREDICT_ROUND = the last round that ran. Writes <output>/failures.jsonl (the
+            final failure of every failed id; items of a shard that never finished are recorded
+            as NOT_PROCESSED, retryable), <output>/manifest.json (counts, locations) and, with
+            output.combine, <output>/predictions.<format>; termination message
+            {"total","succeeded","failed","notProcessed","predictions"}
   0 = done (a shard's failed items are recorded, not fatal); 3 = cannot start (invalid spec,
   dataset missing, model missing/not ready, no plan); 4 = broken part-way (retry the pod: it
   resumes). On 3 and 4 the termination message is {"reason": ..., "message": ...}, reason one
   of InvalidSpec, DatasetNotFound, ModelNotFound, ModelNotReady, PlanNotFound, Crashed.
 
-Output layout: see batchpredict.io.layout. Progress: one BatchPredictionShard per
-(run, round, shard), written at most every BATCHPREDICT_REPORT_INTERVAL seconds and on exit.
+Output layout: see batchpredict.io.layout. Failure records (JSONL): {id, position, shard, round,
+code, message, attempts, retryable}; codes are gRPC-style from Triton (INVALID_ARGUMENT,
+UNAVAILABLE, ...) or the worker's own (MALFORMED_ITEM, UNREADABLE_ITEM, PREPROCESS_FAILED,
+BAD_OUTPUT, NOT_PROCESSED). Only transient Triton errors (after spec.retry.requestAttempts) and
+NOT_PROCESSED are retryable. Progress: one BatchPredictionShard per (run, round, shard), created
+then merge-patched at most every BATCHPREDICT_REPORT_INTERVAL seconds while counts change, and
+once more on exit (finished: true, or the message of what broke).
 """
 
 from __future__ import annotations

@@ -11,9 +11,8 @@ import asyncio
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,16 +22,14 @@ from numpy.typing import NDArray
 from batchpredict.api.v1alpha1.spec import BackoffSpec
 from batchpredict.io.layout import OutputLayout
 from batchpredict.io.readers import ItemBatch, take
-from batchpredict.io.writers import encode_jsonl, encode_table
 from batchpredict.triton.client import TritonClient
 from batchpredict.triton.errors import RequestError
 from batchpredict.triton.tensors import OutputBinding
-from batchpredict.worker.postprocess import output_columns
+from batchpredict.worker.chunks import ID_COLUMN, Chunk, write_chunk
 from batchpredict.worker.preprocess import Prepared, Preprocessor, Request
 from batchpredict.worker.tuning import ConcurrencyTuner, Limiter
 
 log = logging.getLogger(__name__)
-ID_COLUMN = "id"
 READ_ROWS = 16384
 
 
@@ -51,21 +48,6 @@ class Settings:
     max_concurrency: int
     round: int
     shard: int
-
-
-@dataclass
-class Chunk:
-    """Outcomes gathered for one output chunk until every item has one."""
-
-    number: int
-    expected: int
-    resolved: int = 0
-    # Succeeded items, one piece per request: input columns (ids, carried fields), raw
-    # outputs and work-list order. Postprocessing happens once per chunk, in the writer thread.
-    pieces: list[pa.Table] = field(default_factory=list)
-    outputs: list[dict[str, NDArray[Any]]] = field(default_factory=list)
-    orders: list[NDArray[Any]] = field(default_factory=list)
-    failures: list[dict[str, Any]] = field(default_factory=list)
 
 
 OnCommit = Callable[[int, int, list[dict[str, Any]]], None]
@@ -367,40 +349,13 @@ class ShardPipeline:
         self.on_commit(succeeded, len(chunk.failures), chunk.failures)
 
     def _write_chunk(self, chunk: Chunk) -> int:
-        s, layout = self.settings, self.layout
-        failures = sorted(chunk.failures, key=lambda f: int(f["position"]))
-        layout.write_atomic(
-            layout.failures_chunk(s.round, s.shard, chunk.number), encode_jsonl(failures)
+        s = self.settings
+        return write_chunk(
+            self.layout,
+            chunk,
+            self.outputs,
+            self.output_names,
+            round_=s.round,
+            shard=s.shard,
+            output_format=s.output_format,
         )
-        if chunk.pieces:
-            table = pa.concat_tables(chunk.pieces, promote_options="default")
-            outputs = {
-                name: np.concatenate([piece[name] for piece in chunk.outputs])
-                for name in self.output_names
-            }
-            order = np.concatenate(chunk.orders)
-            if len(order) > 1 and not (np.diff(order) > 0).all():  # replies came out of order
-                sort = np.argsort(order, kind="stable")
-                table = table.take(pa.array(sort))
-                outputs = {name: array[sort] for name, array in outputs.items()}
-            try:
-                columns = output_columns(self.outputs, outputs, table.num_rows)
-            except ValueError as error:
-                # The model answered with outputs that do not fit its own metadata.
-                raise RuntimeError(f"cannot postprocess the model's outputs: {error}") from None
-            for name, column in columns.items():
-                if name in table.column_names:  # a prediction wins over a carried field
-                    table = table.drop_columns([name])
-                table = table.append_column(name, column)
-        else:
-            table = pa.table({ID_COLUMN: pa.array([], pa.string())})
-        path = layout.predictions_chunk(s.round, s.shard, chunk.number, s.output_format)
-        layout.write_atomic(path, encode_table(table, s.output_format))
-        log.debug("committed chunk %d (%d rows)", chunk.number, table.num_rows)
-        return int(table.num_rows)
-
-
-def commit_counts(started: float, done: int) -> float:
-    """Items per second since `started` (monotonic)."""
-    elapsed = time.monotonic() - started
-    return done / elapsed if elapsed > 0 else 0.0

@@ -1,0 +1,81 @@
+"""One output chunk: outcomes gathered until every item has one, then committed atomically."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from batchpredict.io.layout import OutputLayout
+from batchpredict.io.writers import encode_jsonl, encode_table
+from batchpredict.triton.tensors import OutputBinding
+from batchpredict.worker.postprocess import output_columns
+
+log = logging.getLogger(__name__)
+ID_COLUMN = "id"
+
+
+@dataclass
+class Chunk:
+    """Outcomes gathered for one output chunk until every item has one."""
+
+    number: int
+    expected: int
+    resolved: int = 0
+    # Succeeded items, one piece per request: input columns (ids, carried fields), raw
+    # outputs and work-list order. Postprocessing happens once per chunk, in the writer thread.
+    pieces: list[pa.Table] = field(default_factory=list)
+    outputs: list[dict[str, NDArray[Any]]] = field(default_factory=list)
+    orders: list[NDArray[Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+def predictions_table(
+    chunk: Chunk, bindings: list[OutputBinding], output_names: list[str]
+) -> pa.Table:
+    """The chunk's predictions in work-list order: id, carried fields, postprocessed outputs."""
+    if not chunk.pieces:
+        return pa.table({ID_COLUMN: pa.array([], pa.string())})
+    table = pa.concat_tables(chunk.pieces, promote_options="default")
+    outputs = {
+        name: np.concatenate([piece[name] for piece in chunk.outputs]) for name in output_names
+    }
+    order = np.concatenate(chunk.orders)
+    if len(order) > 1 and not (np.diff(order) > 0).all():  # replies came out of order
+        sort = np.argsort(order, kind="stable")
+        table = table.take(pa.array(sort))
+        outputs = {name: array[sort] for name, array in outputs.items()}
+    try:
+        columns = output_columns(bindings, outputs, table.num_rows)
+    except ValueError as error:
+        # The model answered with outputs that do not fit its own metadata.
+        raise RuntimeError(f"cannot postprocess the model's outputs: {error}") from None
+    for name, column in columns.items():
+        if name in table.column_names:  # a prediction wins over a carried field
+            table = table.drop_columns([name])
+        table = table.append_column(name, column)
+    return table
+
+
+def write_chunk(
+    layout: OutputLayout,
+    chunk: Chunk,
+    bindings: list[OutputBinding],
+    output_names: list[str],
+    *,
+    round_: int,
+    shard: int,
+    output_format: str,
+) -> int:
+    """Commit the chunk: failures file first, predictions file last (the commit point)."""
+    failures = sorted(chunk.failures, key=lambda f: int(f["position"]))
+    layout.write_atomic(layout.failures_chunk(round_, shard, chunk.number), encode_jsonl(failures))
+    table = predictions_table(chunk, bindings, output_names)
+    path = layout.predictions_chunk(round_, shard, chunk.number, output_format)
+    layout.write_atomic(path, encode_table(table, output_format))
+    log.debug("committed chunk %d (%d rows)", chunk.number, table.num_rows)
+    return int(table.num_rows)
