@@ -68,8 +68,8 @@ def load_env(env: dict[str, str] | None = None) -> WorkerEnv:
         ) from None
     except InvalidSpecError as error:
         raise CannotStartError(exit_codes.REASON_INVALID_SPEC, str(error)) from None
-    in_pod = "KUBERNETES_SERVICE_HOST" in env
-    report_mode = env.get("BATCHPREDICT_REPORT", "api" if in_pod else "file")
+    inside_pod = "KUBERNETES_SERVICE_HOST" in env
+    report_mode = env.get("BATCHPREDICT_REPORT", "api" if inside_pod else "file")
     if report_mode not in REPORT_MODES:
         raise CannotStartError(
             exit_codes.REASON_INVALID_SPEC,
