@@ -317,9 +317,11 @@ def test_install_serves_a_run_then_upgrade_and_uninstall_leave_only_crds_and_out
 
     # The worker's ServiceAccount (bound by the operator) writes reports, and nothing else.
     as_worker = f"--as=system:serviceaccount:{namespace}:{worker_sa}"
+    (operator_pod,) = _pod_names(cluster, namespace, release)
+    label = '{"metadata":{"labels":{"x":"y"}}}'
     for args in (
-        ("patch", "bp", "first", "--type=merge", "-p", '{"metadata":{"labels":{"x":"y"}}}'),
-        ("delete", "pods", "--all", "--dry-run=server"),
+        ("patch", "bp", "first", "--type=merge", "-p", label),
+        ("patch", "pod", operator_pod, "--type=merge", "-p", label),
         ("get", "pods"),
     ):
         refused = cluster.kubectl(*args, "-n", namespace, as_worker, check=False)
