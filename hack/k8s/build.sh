@@ -51,7 +51,7 @@ mkdir -p "$DEST"
 tmp="$(mktemp -d "$DEST/build.XXXXXX")"
 log="$DEST/build.log"
 trap 'rm -rf "$tmp"' EXIT
-echo "building Kubernetes $K8S_VERSION and etcd into $BIN (cold: ~30 min on 2 cores; log: $log)" >&2
+echo "building Kubernetes $K8S_VERSION and etcd into $BIN (cold: ~20 min on 2 cores; log: $log)" >&2
 start=$SECONDS
 cd "$HERE"
 # One go build call for every command, so they share compiled packages.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +116,27 @@ def test_busy_port_is_refused(tmp_path: Path) -> None:
     assert f"port {port} on 127.0.0.1 (asked for the API server) is already in use" in result.stderr
 
 
+def start_sleeping_pod(state: Path) -> int:
+    """Run a pod that sleeps on the cluster in `state`; the pid of its process."""
+    kubectl = [str(cache_bin_dir() / "kubectl"), "--kubeconfig", str(state / "kubeconfig")]
+    run = ["run", "sleeper", "--image=x", "--restart=Never", "--command", "--"]
+    subprocess.run([*kubectl, *run, "sleep", "600"], check=True, capture_output=True, timeout=30)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        got = subprocess.run(
+            [*kubectl, "get", "pod", "sleeper", "-o", "jsonpath={.status.containerStatuses[0]}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        status = json.loads(got.stdout or "{}")
+        if "running" in status.get("state", {}):
+            return int(status["containerID"].removeprefix("local://"))
+        time.sleep(0.3)
+    raise AssertionError("the sleeper pod did not start")
+
+
 @pytest.mark.cluster
 def test_up_over_stale_state_then_down_stops_everything(tmp_path: Path) -> None:
     if not all((cache_bin_dir() / b).exists() for b in BINARIES):
@@ -125,6 +149,9 @@ def test_up_over_stale_state_then_down_stops_everything(tmp_path: Path) -> None:
 
     up = cluster_cli("up", "--state-dir", str(state))
     again = cluster_cli("up", "--state-dir", str(state))
+    sleeper = start_sleeping_pod(state)
+    # A crashed node agent leaves its containers behind; down must still find them.
+    os.kill(procs.pid_from_file(state / "pids" / "node-agent.pid") or 0, signal.SIGKILL)
     pids = procs.marked_pids(state.absolute())
     down = cluster_cli("down", "--state-dir", str(state))
     down_again = cluster_cli("down", "--state-dir", str(state))
@@ -135,7 +162,8 @@ def test_up_over_stale_state_then_down_stops_everything(tmp_path: Path) -> None:
     assert again.returncode == 0
     assert "already running" in again.stderr
     assert again.stdout.splitlines()[-1] == up.stdout.splitlines()[-1]
-    assert len(pids) >= 5  # etcd, apiserver, controller manager, scheduler, node agent
+    assert sleeper in pids
+    assert len(pids) >= 5  # etcd, apiserver, controller manager, scheduler, the pod
     assert down.returncode == 0
     assert not [pid for pid in pids if procs.alive(pid)]
     assert not procs.marked_pids(state.absolute())
