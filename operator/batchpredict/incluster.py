@@ -24,13 +24,32 @@ def in_pod(path: str, environ: Mapping[str, str] | None = None) -> Path:
     return Path(root.rstrip("/") + path) if root else Path(path)
 
 
+def in_cluster() -> bool:
+    """Running in a pod (and not pointed at a cluster by an explicit kubeconfig)."""
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not os.environ.get("KUBECONFIG")
+
+
+def service_account_token() -> str:
+    return in_pod(f"{SERVICE_ACCOUNT_DIR}/token").read_text().strip()
+
+
+def service_account_ca() -> Path:
+    return in_pod(f"{SERVICE_ACCOUNT_DIR}/ca.crt")
+
+
+def api_server_url() -> str:
+    host = os.environ["KUBERNETES_SERVICE_HOST"]
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 async def api_client() -> client.ApiClient:
     """In-cluster credentials inside a pod (the ServiceAccount token), else the kubeconfig
     (KUBECONFIG or ~/.kube/config) for a program run from a workstation."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+    if in_cluster():
         config.load_incluster_config(  # type: ignore[no-untyped-call]
             token_filename=str(in_pod(f"{SERVICE_ACCOUNT_DIR}/token")),
-            cert_filename=str(in_pod(f"{SERVICE_ACCOUNT_DIR}/ca.crt")),
+            cert_filename=str(service_account_ca()),
         )
     else:
         await config.load_kube_config()

@@ -1,3 +1,2 @@
-"""The triton tier: the worker against a real tritonserver (tests/harness/triton_server.py)."""
-
-from tests.harness.triton_server import triton_server  # noqa: F401 - fixture found by name
+"""The triton tier: the worker against a real tritonserver (the session's `triton_server`
+fixture from tests/harness/triton_server.py, registered in tests/conftest.py)."""

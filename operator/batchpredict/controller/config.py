@@ -10,6 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from batchpredict.incluster import in_pod
+
 CONFIG_ENV = "BATCHPREDICT_CONFIG"
 
 
@@ -69,9 +71,11 @@ class OperatorConfig(_Config):
 
 
 def load_config(path: str | None = None) -> OperatorConfig:
-    """Read the YAML file named by `path` or $BATCHPREDICT_CONFIG; defaults without one."""
+    """Read the YAML file named by `path` or $BATCHPREDICT_CONFIG (a path in the pod, where the
+    chart mounts its ConfigMap); defaults without one."""
     source = path or os.environ.get(CONFIG_ENV)
     if not source:
         return OperatorConfig()
-    data = yaml.safe_load(Path(source).read_text()) or {}
+    file = Path(source) if Path(source).exists() else in_pod(source)
+    data = yaml.safe_load(file.read_text()) or {}
     return OperatorConfig.model_validate(data)

@@ -8,6 +8,7 @@ only when it changed: at most one status patch per run per interval.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,13 @@ from batchpredict.api.v1alpha1.status import BatchPredictionStatus, Phase
 from batchpredict.api.validation import InvalidSpecError, parse_batch_prediction
 from batchpredict.controller import kube
 from batchpredict.controller.config import OperatorConfig, load_config
-from batchpredict.incluster import api_client
+from batchpredict.incluster import (
+    api_client,
+    api_server_url,
+    in_cluster,
+    service_account_ca,
+    service_account_token,
+)
 from batchpredict.reconcile.naming import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_RUN, MANAGED_BY, Role
 from batchpredict.reconcile.observed import JobState, Observed, StepOutcome
 from batchpredict.reconcile.patching import merge_patch
@@ -37,9 +44,25 @@ INDEXES = ("jobs_by_run", "step_pods_by_run", "reports_by_run")
 HOLDING = {Phase.PENDING.value, Phase.RUNNING.value, Phase.RETRYING.value}
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The pod's ServiceAccount (its files found through `in_pod`), else the kubeconfig."""
+    if not in_cluster():
+        return kopf.login_with_kubeconfig(**kwargs)
+    return kopf.ConnectionInfo(
+        server=api_server_url(),
+        ca_path=str(service_account_ca()),
+        token=service_account_token(),
+        scheme="Bearer",
+    )
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = load_config()
+    # With peering, the replica of the highest priority works and the others stand by; equal
+    # priorities would all pause, so every process draws its own.
+    settings.peering.priority = secrets.randbelow(2**31)
     memo.config = config
     memo.api = await api_client()
     memo.tracker = metrics.PhaseTracker()

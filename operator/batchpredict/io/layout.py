@@ -2,6 +2,7 @@
 
     <output.uri>/
       plan.json                              plan step: {total, shards, chunkItems, ...}
+      rounds/<round>/redo-all                a manual retry round: redoes every failure
       rounds/<round>/shard-<shard>/          round 0 = first pass, 1.. = retry rounds
         predictions-<chunk>.jsonl|.parquet   one row per succeeded item (committed last)
         failures-<chunk>.jsonl               one row per failed item (maybe empty)
@@ -73,6 +74,11 @@ class OutputLayout:
 
     def shard_manifest(self, round_: int, shard: int) -> str:
         return f"{self.shard_dir(round_, shard)}/manifest.json"
+
+    def redo_all_marker(self, round_: int) -> str:
+        """Present when round `round_` redoes every failure (a manual retry), not only the
+        retryable ones: later rounds and finalize must know to derive the same item lists."""
+        return self.path("rounds", f"{round_:03d}", "redo-all")
 
     # --- storage ------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -31,6 +31,7 @@ class WorkerEnv:
     namespace: str
     run_uid: str
     round: int
+    redo_all: bool  # a manual retry round: redo every failed item, not only retryable ones
     shard: int | None
     triton_url: str | None
     report_mode: str
@@ -81,6 +82,7 @@ def load_env(env: dict[str, str] | None = None) -> WorkerEnv:
         namespace=env.get("BATCHPREDICT_NAMESPACE", "default"),
         run_uid=env.get("BATCHPREDICT_RUN_UID", ""),
         round=_int(env, "BATCHPREDICT_ROUND", 0) or 0,
+        redo_all=env.get("BATCHPREDICT_REDO", "retryable") == "all",
         shard=_int(env, "JOB_COMPLETION_INDEX", None),
         triton_url=env.get("BATCHPREDICT_TRITON_URL") or None,
         report_mode=report_mode,

@@ -18,7 +18,7 @@ from batchpredict.io.layout import OutputLayout
 from batchpredict.io.readers import open_dataset
 from batchpredict.planning import ShardPlan
 from batchpredict.worker.config import WorkerEnv
-from batchpredict.worker.rounds import chunk_count, walk_rounds
+from batchpredict.worker.rounds import chunk_count, redoes_all, walk_rounds
 from batchpredict.worker.setup import read_plan
 
 NOT_PROCESSED = "NOT_PROCESSED"
@@ -35,6 +35,7 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
     prediction_files: list[str] = []
     incomplete: list[dict[str, int]] = []
     unfinished: dict[int, NDArray[np.int64]] = {}
+    redo_all = {r: redoes_all(layout, r) for r in range(1, last + 1)}
     with layout.open_atomic(layout.final_failures) as failures_out:
         for shard in range(plan.shards):
             for outcome in walk_rounds(layout, plan, shard, last):
@@ -46,8 +47,12 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
                     failures = outcome.failures.get(c, [])
                     succeeded += items - len(failures)
                     for failure in failures:
-                        # A retryable failure is final only in the last round that ran.
-                        if failure["retryable"] and failure["round"] < last:
+                        # A failure the next round redid is not final: the retryable ones,
+                        # and every one before a manual (redo-all) round.
+                        next_round = failure["round"] + 1
+                        if failure["round"] < last and (
+                            failure["retryable"] or redo_all[next_round]
+                        ):
                             continue
                         counts[failure["code"]] += 1
                         retryable += bool(failure["retryable"])

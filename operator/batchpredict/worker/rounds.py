@@ -1,7 +1,8 @@
 """Which items a shard works on in each round, and the final outcome of every item.
 
 Round 0 of shard i covers the plan's range. Round r+1 of shard i redoes, from round r, the
-retryable failures of committed chunks and every item of chunks round r never committed.
+retryable failures of committed chunks (every failure when round r+1 carries the redo-all
+marker of a manual retry) and every item of chunks round r never committed.
 Everything is derived from committed files, so a restarted pod or the finalize step computes
 the same lists.
 """
@@ -35,12 +36,13 @@ class RoundOutcome:
     committed: dict[int, str]  # chunk -> predictions file
     failures: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
-    def retry_work(self, chunk_items: int) -> list[int]:
+    def retry_work(self, chunk_items: int, *, every_failure: bool = False) -> list[int]:
         """Positions the next round redoes, in order."""
         redo: list[int] = []
         for c in range(chunk_count(self.work, chunk_items)):
             if c in self.committed:
-                redo += [int(f["position"]) for f in self.failures.get(c, []) if f["retryable"]]
+                failures = self.failures.get(c, [])
+                redo += [int(f["position"]) for f in failures if every_failure or f["retryable"]]
             else:
                 redo += list(self.work[c * chunk_items : (c + 1) * chunk_items])
         return sorted(redo)
@@ -63,12 +65,24 @@ def walk_rounds(
     for r in range(last_round + 1):
         outcome = round_outcome(layout, r, shard, work, plan.chunk_items)
         yield outcome
-        work = outcome.retry_work(plan.chunk_items)
+        work = outcome.retry_work(plan.chunk_items, every_failure=redoes_all(layout, r + 1))
 
 
 def shard_work(layout: OutputLayout, plan: ShardPlan, shard: int, round_: int) -> Sequence[int]:
     """The positions shard `shard` works on in round `round_`."""
     work: Sequence[int] = plan.shard_range(shard)
     for r in range(round_):
-        work = round_outcome(layout, r, shard, work, plan.chunk_items).retry_work(plan.chunk_items)
+        outcome = round_outcome(layout, r, shard, work, plan.chunk_items)
+        work = outcome.retry_work(plan.chunk_items, every_failure=redoes_all(layout, r + 1))
     return work
+
+
+def redoes_all(layout: OutputLayout, round_: int) -> bool:
+    return layout.exists(layout.redo_all_marker(round_))
+
+
+def mark_redo_all(layout: OutputLayout, round_: int) -> None:
+    """Record that `round_` redoes every failure; every shard of the round writes it before
+    it derives its work, so all of them (and finalize) agree."""
+    if not redoes_all(layout, round_):
+        layout.write_atomic(layout.redo_all_marker(round_), b"manual retry\n")
