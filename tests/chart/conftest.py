@@ -1,5 +1,5 @@
-"""Fixtures of the chart tier: `helm` (session), built by hack/helm/build.sh, and the harness's
-`triton_server` (session) for the release that serves a run end to end."""
+"""Fixtures of the chart tier: `helm` (session), built by hack/helm/build.sh. The release that
+serves a run end to end uses the session's `triton_server` (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.chart.helm import Helm, HelmBuildError, build_helm
-from tests.harness.triton_server import triton_server  # noqa: F401 (a fixture, found by name)
 
 _build_error: list[str] = []
 

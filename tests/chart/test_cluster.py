@@ -107,50 +107,6 @@ def test_server_dry_run_accepts_default_and_full_values(
 # -- install, upgrade, uninstall ---------------------------------------------------------------
 
 
-def _kubeconfig_for(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as ServiceAccount `account` (TokenRequest API)."""
-    token = cluster.kubectl(
-        "create", "token", account, "-n", namespace, "--duration=2h"
-    ).stdout.strip()
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    server = dict(admin["clusters"][0]["cluster"])
-    for key in ("certificate-authority",):
-        if key in server:
-            server[key] = str((cluster.kubeconfig.parent / server[key]).resolve())
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": server}],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": account,
-                "context": {"cluster": "local", "user": account, "namespace": namespace},
-            }
-        ],
-        "current-context": account,
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
-def _adoptable_service_account(name: str, release: str, namespace: str) -> dict[str, Any]:
-    """A ServiceAccount helm adopts into `release` (so its token can exist before the install)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {
-            "name": name,
-            "labels": {"app.kubernetes.io/managed-by": "Helm"},
-            "annotations": {
-                "meta.helm.sh/release-name": release,
-                "meta.helm.sh/release-namespace": namespace,
-            },
-        },
-    }
-
-
 def _batch_prediction(
     name: str, triton: TritonHandle, tmp_path: Path
 ) -> tuple[dict[str, Any], Path]:
@@ -251,21 +207,6 @@ def test_install_serves_a_run_then_upgrade_and_uninstall_leave_only_crds_and_out
         "pod-security.kubernetes.io/enforce=restricted",
         "pod-security.kubernetes.io/enforce-version=latest",
     )
-    if cluster.local:
-        # The local node agent runs containers as processes: pod paths are under
-        # $BATCHPREDICT_CONTAINER_ROOT. The operator's own client and the workers find their
-        # token there (batchpredict.incluster), but kopf's login and the config file path do
-        # not yet, so the operator gets a kubeconfig with its own ServiceAccount's token (the
-        # chart's RBAC still applies) and the config path under the container root.
-        cluster.apply(_adoptable_service_account(fullname, release, namespace), namespace)
-        operator_kc = _kubeconfig_for(cluster, namespace, fullname, tmp_path / "op.kubeconfig")
-        values["operator"]["extraEnv"] = [
-            {"name": "KUBECONFIG", "value": str(operator_kc)},
-            {
-                "name": "BATCHPREDICT_CONFIG",
-                "value": "$(BATCHPREDICT_CONTAINER_ROOT)/etc/batchpredict/config.yaml",
-            },
-        ]
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
 
