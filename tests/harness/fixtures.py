@@ -137,11 +137,13 @@ def kubectl_binary() -> str:
 
 def _clean_stale_states() -> None:
     """Stop and remove the clusters of earlier pytest sessions that died without teardown."""
-    for path in STATE_ROOT.glob("pytest-*"):
-        pid = path.name.removeprefix("pytest-")
-        if path.is_dir() and pid.isdigit() and not procs.alive(int(pid)):
+    for path in [*STATE_ROOT.glob("pytest-*"), *STATE_ROOT.glob(".pytest-*.lock")]:
+        pid = path.name.removeprefix(".").removeprefix("pytest-").removesuffix(".lock")
+        if not pid.isdigit() or procs.alive(int(pid)):
+            continue
+        if path.is_dir():
             LocalCluster(path).down(purge=True)
-            (STATE_ROOT / f".{path.name}.lock").unlink(missing_ok=True)
+        (STATE_ROOT / f".pytest-{pid}.lock").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
