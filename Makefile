@@ -15,7 +15,7 @@ help:  ## list the verbs
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,lint]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,lint,demo]'
 	@touch $@
 
 venv: $(STAMP)  ## create .venv with the package and its test and lint tools
@@ -67,3 +67,10 @@ cluster-up: $(STAMP)  ## start the local control plane + test node agent; prints
 
 cluster-down: $(STAMP)  ## stop every process the local cluster started
 	@$(BIN)/python -m tests.harness.cluster down
+
+.PHONY: demo demo-down
+demo: $(STAMP)  ## a real batch prediction end to end: local cluster, operator (Helm), Triton, results
+	@$(BIN)/python -m demo up
+
+demo-down: $(STAMP)  ## stop everything `make demo` started (cluster, operator, Triton)
+	@$(BIN)/python -m demo down

@@ -1,0 +1,209 @@
+"""`make demo` / `make demo-down`: a real batch prediction on a local Kubernetes cluster.
+
+    python -m demo up      cluster (or $KUBECONFIG), operator via Helm, Triton, the run, results
+    python -m demo down    stop what `up` started
+    python -m demo status  what is running
+
+A CLI: printing to the user is its job. Files live under .demo/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.harness.cluster import LocalCluster
+from tests.harness.procs import ClusterError
+from tests.harness.triton_server import TritonHandle
+
+from demo import digits
+from demo.platform import (
+    DEMO_DIR,
+    OPERATOR_NAME,
+    OPERATOR_NAMESPACE,
+    RUN_NAMESPACE,
+    DemoError,
+    DemoState,
+    Kube,
+    cluster_up,
+    install_crds,
+    install_operator,
+    start_model_server,
+    stop_model_server,
+    uninstall_operator,
+)
+from demo.results import RunResults, read_results
+from demo.run import apply_run, follow, render
+
+Show = Callable[[str], None]
+SAMPLE = 10
+
+
+@dataclass
+class DemoRun:
+    results: RunResults
+    status: dict[str, Any]
+    triton: TritonHandle
+    report: list[str]
+
+
+class Clock:
+    """Prints each step with the seconds since `make demo` started."""
+
+    def __init__(self, show: Show) -> None:
+        self.show = show
+        self.started = time.monotonic()
+
+    def step(self, text: str) -> None:
+        self.show(f"[{time.monotonic() - self.started:5.1f}s] {text}")
+
+
+def run_demo(kube: Kube, workdir: Path, namespace: str, clock: Clock) -> DemoRun:
+    """Train, write the data, start Triton, run the BatchPrediction, read and report results.
+    The operator must already serve `namespace`; the caller stops the returned Triton."""
+    clock.step("training the digit classifier and writing 1,797 PNG images (+3 corrupt files)")
+    prepared = digits.prepare(workdir)
+    clock.step(f"starting Triton with model '{digits.MODEL_NAME}' ({prepared.model_repository})")
+    triton = start_model_server(prepared.model_repository, [digits.MODEL_NAME])
+    try:
+        body = render(workdir, triton.grpc_url)
+        name = apply_run(kube, namespace, body)
+        clock.step(f"applied examples/demo/digits.yaml as bp/{name} in namespace {namespace}")
+        final = follow(kube, name, namespace, clock.show)
+        status = dict(final.get("status") or {})
+        if status.get("phase") == "Failed":
+            raise DemoError(  # noqa: TRY301 (stop Triton on the way out, as for any error)
+                f"bp/{name} failed: {status.get('conditions')}; "
+                f"see kubectl describe bp {name} -n {namespace}"
+            )
+        results = read_results(Path(body["spec"]["output"]["uri"]), prepared.labels)
+    except BaseException:
+        triton.stop()
+        raise
+    report = summarize(results, status, name, namespace)
+    for line in report:
+        clock.show(line)
+    return DemoRun(results, status, triton, report)
+
+
+def summarize(results: RunResults, status: dict[str, Any], name: str, namespace: str) -> list[str]:
+    """The closing report: counts, where the output is, a sample, accuracy, failures."""
+    items = status.get("items") or {}
+    test_acc, test_n = results.accuracy("test")
+    all_acc, all_n = results.accuracy()
+    lines = [
+        "",
+        f"Run {namespace}/{name}: {status.get('phase')}",
+        f"  items       {items.get('total')} total, {items.get('succeeded')} succeeded, "
+        f"{items.get('failed')} failed",
+        f"  output      {results.output}/",
+        "              manifest.json, predictions.jsonl (combined), failures.jsonl, rounds/",
+        "",
+        f"  {'image':<18}{'predicted':>10}{'label':>7}{'prob':>7}",
+    ]
+    for item, predicted, label, prob in results.sample(SAMPLE):
+        mark = "" if predicted == label else "   <- wrong"
+        lines.append(f"  {item:<18}{predicted:>10}{label:>7}{prob:>7.3f}{mark}")
+    lines += [
+        "",
+        f"  accuracy on the {test_n} held-out test images: {test_acc:.4f}",
+        f"  accuracy on all {all_n} images (70% were seen in training): {all_acc:.4f}",
+        "",
+        f"  failed items ({len(results.failures)}), from failures.jsonl:",
+    ]
+    lines += [f"    {f.id}: {f.code}: {f.message}" for f in results.failures]
+    shown = status.get("failedItems") or []
+    lines.append(
+        f"  status.failedItems lists {len(shown)}: kubectl describe bp {name} -n {namespace}"
+    )
+    return lines
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def up(show: Show) -> int:
+    clock = Clock(show)
+    workdir = DEMO_DIR
+    workdir.mkdir(exist_ok=True)
+    previous = DemoState.load(workdir)
+    if previous and stop_model_server(previous):
+        clock.step("stopped the Triton of the previous demo run")
+    clock.step("starting the local Kubernetes cluster (or using $KUBECONFIG)")
+    kubeconfig, local = cluster_up(workdir)
+    state = DemoState(str(kubeconfig), local)
+    state.save(workdir)
+    kube = Kube(kubeconfig, workdir / "helm-home")
+    clock.step("installing the CRDs and the operator with the Helm chart (charts/batchpredict)")
+    install_crds(kube)
+    install_operator(kube, workdir)
+    run = run_demo(kube, workdir, RUN_NAMESPACE, clock)
+    state.triton_pid = run.triton.process.pid
+    state.triton_grpc_url = run.triton.grpc_url
+    state.triton_workdir = str(run.triton.log_path.parent)
+    state.triton_log = str(run.triton.log_path)
+    state.save(workdir)
+    clock.step("done. Everything keeps running until `make demo-down`; try:")
+    show(f"  export KUBECONFIG={kubeconfig}")
+    show(f"  kubectl get bp -n {RUN_NAMESPACE} -o wide")
+    show(f"  kubectl describe bp digits -n {RUN_NAMESPACE}")
+    show(f"  kubectl logs -n {OPERATOR_NAMESPACE} deploy/{OPERATOR_NAME}")
+    return 0
+
+
+def down(show: Show) -> int:
+    state = DemoState.load(DEMO_DIR)
+    if state and stop_model_server(state):
+        show(f"demo: stopped Triton (pid {state.triton_pid})")
+    if state and state.triton_workdir:
+        shutil.rmtree(state.triton_workdir, ignore_errors=True)
+    if state and not state.local_cluster:
+        # Someone else's cluster: remove what the demo put there, leave the cluster running.
+        kube = Kube(Path(state.kubeconfig), DEMO_DIR / "helm-home")
+        kube.kubectl("delete", "namespace", RUN_NAMESPACE, "--ignore-not-found", check=False)
+        uninstall_operator(kube)
+        show("demo: uninstalled the operator release and deleted namespace " + RUN_NAMESPACE)
+    stopped = LocalCluster(DEMO_DIR / "cluster").down(purge=True)
+    if stopped:
+        show(f"demo: stopped the local cluster ({', '.join(stopped)})")
+    (DEMO_DIR / "state.json").unlink(missing_ok=True)
+    show("demo: down (the data, model and outputs stay in .demo/; `make demo` reuses nothing else)")
+    return 0
+
+
+def status(show: Show) -> int:
+    state = DemoState.load(DEMO_DIR)
+    cluster = LocalCluster(DEMO_DIR / "cluster")
+    show(f"local cluster: {'running' if cluster.is_running() else 'not running'}")
+    if state:
+        show(f"kubeconfig: {state.kubeconfig}")
+        show(f"triton: {state.triton_grpc_url} (pid {state.triton_pid}, log {state.triton_log})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    args = parser.parse_args(argv)
+
+    def show(line: str) -> None:
+        print(line, flush=True)
+
+    commands = {"up": up, "down": down, "status": status}
+    try:
+        return commands[args.command](show)
+    except (DemoError, ClusterError) as error:
+        print(f"demo {args.command} failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

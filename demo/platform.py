@@ -1,0 +1,244 @@
+"""The demo's platform: a Kubernetes cluster, the operator installed with the Helm chart, and
+Triton serving the demo model. Everything it starts is recorded in `.demo/state.json` so that
+`make demo-down` stops exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+from tests.chart.helm import CHART, build_helm
+from tests.harness.cluster import LocalCluster
+from tests.harness.fixtures import kubectl_binary
+from tests.harness.triton_server import TritonHandle, start_triton
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DIR = REPO / ".demo"
+RELEASE = "batchpredict"
+# The chart names its objects after the release when the release name holds the chart's name.
+OPERATOR_NAME = RELEASE
+OPERATOR_NAMESPACE = "batchpredict-system"
+RUN_NAMESPACE = "batchpredict-demo"
+# The operator's ServiceAccount token in the local-cluster kubeconfig outlives any demo session.
+TOKEN_DURATION = "168h"  # noqa: S105 (a duration, not a secret)
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed; the message says which and what to look at."""
+
+
+@dataclass
+class DemoState:
+    """What this demo started (written to .demo/state.json)."""
+
+    kubeconfig: str
+    local_cluster: bool
+    triton_pid: int | None = None
+    triton_grpc_url: str | None = None
+    triton_workdir: str | None = None
+    triton_log: str | None = None
+
+    @classmethod
+    def load(cls, directory: Path) -> DemoState | None:
+        path = directory / "state.json"
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "state.json").write_text(json.dumps(asdict(self), indent=2))
+
+
+@dataclass(frozen=True)
+class Kube:
+    """kubectl and helm against one cluster."""
+
+    kubeconfig: Path
+    helm_home: Path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [kubectl_binary(), "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise DemoError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def helm(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        env = self.env() | {
+            "HELM_CACHE_HOME": str(self.helm_home / "cache"),
+            "HELM_CONFIG_HOME": str(self.helm_home / "config"),
+            "HELM_DATA_HOME": str(self.helm_home / "data"),
+        }
+        result = subprocess.run(
+            [build_helm(), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise DemoError(f"helm {' '.join(args)} failed:\n{result.stderr.strip()}")
+        return result
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- cluster ---------------------------------------------------------------------------------
+
+
+def cluster_up(state_dir: Path) -> tuple[Path, bool]:
+    """$KUBECONFIG when set (an existing cluster), else the demo's own local cluster."""
+    external = os.environ.get("KUBECONFIG")
+    if external:
+        return Path(external), False
+    return LocalCluster(state_dir / "cluster").up(), True
+
+
+# -- operator --------------------------------------------------------------------------------
+
+
+def install_crds(kube: Kube) -> None:
+    """The chart's CRDs, applied first so a re-run gets updated ones (helm skips existing)."""
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    for crd in ("batchpredictions.batchpredict.io", "batchpredictionshards.batchpredict.io"):
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+
+
+def _operator_kubeconfig(kube: Kube, account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as the operator's ServiceAccount (TokenRequest API).
+
+    The local node agent runs the operator pod as a process: it does not mount the projected
+    token where kopf's login looks, so the operator gets its own ServiceAccount's token this
+    way (the chart's RBAC still applies), as tests/chart does.
+    """
+    token = kube.kubectl(
+        "create", "token", account, "-n", OPERATOR_NAMESPACE, f"--duration={TOKEN_DURATION}"
+    ).stdout.strip()
+    admin = yaml.safe_load(kube.kubeconfig.read_text())
+    server = dict(admin["clusters"][0]["cluster"])
+    if "certificate-authority" in server:
+        server["certificate-authority"] = str(
+            (kube.kubeconfig.parent / server["certificate-authority"]).resolve()
+        )
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "demo", "cluster": server}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "demo", "user": account}}],
+        "current-context": account,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def install_operator(kube: Kube, workdir: Path) -> None:
+    """`helm upgrade --install` the chart into batchpredict-system and wait for its pod."""
+    fullname = OPERATOR_NAME
+    kube.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+    # A ServiceAccount helm adopts into the release, so its token exists before the install.
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": fullname,
+            "namespace": OPERATOR_NAMESPACE,
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {
+                "meta.helm.sh/release-name": RELEASE,
+                "meta.helm.sh/release-namespace": OPERATOR_NAMESPACE,
+            },
+        },
+    }
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(account))
+    operator_kc = _operator_kubeconfig(kube, fullname, workdir / "operator.kubeconfig")
+    values = {
+        "statusIntervalSeconds": 1,
+        # Pods of the local node agent share the host's network: free ports, not 8080/8081.
+        "metrics": {"port": free_port()},
+        "operator": {
+            "livenessPort": free_port(),
+            "extraEnv": [
+                {"name": "KUBECONFIG", "value": str(operator_kc)},
+                {
+                    "name": "BATCHPREDICT_CONFIG",
+                    "value": "$(BATCHPREDICT_CONTAINER_ROOT)/etc/batchpredict/config.yaml",
+                },
+            ],
+        },
+    }
+    values_file = workdir / "operator-values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    kube.helm(
+        "upgrade", "--install", RELEASE, str(CHART),
+        "--namespace", OPERATOR_NAMESPACE,
+        "--values", str(values_file),
+        "--wait", "--timeout", "180s",
+    )  # fmt: skip
+
+
+def uninstall_operator(kube: Kube) -> None:
+    kube.helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--ignore-not-found")
+
+
+# -- Triton ----------------------------------------------------------------------------------
+
+
+def start_model_server(model_repository: Path, models: Sequence[str]) -> TritonHandle:
+    """tritonserver from the wheel (tests/harness/triton_server.py), left running on return."""
+    return start_triton(model_repository, models=models, timeout=120)
+
+
+def _is_tritonserver(pid: int) -> bool:
+    try:
+        return "tritonserver" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def stop_model_server(state: DemoState) -> bool:
+    """Stop the Triton a demo started (by its recorded pid); True if one was running."""
+    pid = state.triton_pid
+    if pid is None or not _is_tritonserver(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _is_tritonserver(pid):
+        time.sleep(0.2)
+    if _is_tritonserver(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True
