@@ -15,13 +15,11 @@ Prints, for the operator under load:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +28,27 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.conftest import OperatorProcess, free_port  # noqa: E402
+from tests.e2e.conftest import OperatorProcess, free_port, installed_crds  # noqa: E402
 from tests.harness.cluster import LocalCluster, cache_bin_dir  # noqa: E402
 from tests.harness.fixtures import Cluster  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 SUCCEEDED_IN_REPORT = 7
+# Every write the operator makes to the API server is counted by one of these.
+WRITE_COUNTERS = (
+    "batchpredict_status_patches_total",
+    "batchpredict_jobs_created_total",
+    "batchpredict_events_total",
+)
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+def spread(values: list[float]) -> str:
+    return f"p50 {statistics.median(values):.2f} s, p95 {percentile(values, 0.95):.2f} s"
 
 
 def parse_time(text: str) -> float:
@@ -56,7 +64,7 @@ def bp_manifest(name: str, shards: int) -> dict[str, Any]:
             "model": {"name": "double"},
             "triton": {"url": "localhost:1"},
             "input": {"uri": "/dev/null", "format": "jsonl"},
-            "output": {"uri": "/tmp/bench-out"},
+            "output": {"uri": "/nonexistent/bench-out"},  # the trivial worker writes nothing
             "parallelism": shards,
             "shards": shards,
         },
@@ -69,7 +77,12 @@ def report_manifest(bp: dict[str, Any], shard: int) -> dict[str, Any]:
         "apiVersion": "batchpredict.io/v1alpha1",
         "kind": "BatchPredictionShard",
         "metadata": {"name": f"{meta['name']}-r0-s{shard}", "namespace": meta["namespace"]},
-        "spec": {"batchPrediction": meta["name"], "runUid": meta["uid"], "round": 0, "shard": shard},
+        "spec": {
+            "batchPrediction": meta["name"],
+            "runUid": meta["uid"],
+            "round": 0,
+            "shard": shard,
+        },
         "progress": {"itemsTotal": 10, "succeeded": SUCCEEDED_IN_REPORT, "itemsPerSecond": 5.0},
     }
 
@@ -98,15 +111,16 @@ def main() -> None:
 
 
 def run(cluster: Cluster, work: Path, runs: int, shards: int) -> None:
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(_worker_role()))
+    installed_crds.__wrapped__(cluster)  # CRDs served, worker ClusterRole: as the tests do
     cluster.kubectl("create", "namespace", "bench")
     config = {
         "workerCommand": [str(VENV_BIN / "python"), str(REPO / "benchmarks" / "trivial_worker.py")],
         "metricsPort": free_port(),
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
-    operator = OperatorProcess(cluster, work / "config.yaml", work / "operator.log", config["metricsPort"])
+    operator = OperatorProcess(
+        cluster, work / "config.yaml", work / "operator.log", config["metricsPort"]
+    )
     operator.start()
     assert operator.process is not None
     started = time.time()
@@ -143,14 +157,20 @@ def run(cluster: Cluster, work: Path, runs: int, shards: int) -> None:
     writes = sum(
         float(line.split()[-1])
         for line in metrics.splitlines()
-        if line.startswith(("batchpredict_status_patches_total", "batchpredict_jobs_created_total", "batchpredict_events_total"))
+        if line.startswith(
+            (
+                "batchpredict_status_patches_total",
+                "batchpredict_jobs_created_total",
+                "batchpredict_events_total",
+            )
+        )
     )
     rss = operator_rss_kib(operator.process.pid)
     operator.stop()
     print(f"runs: {runs}, shards per run: {shards}, duration: {minutes * 60:.0f} s")
-    print(f"apply -> plan Job created: p50 {statistics.median(plan_lat):.2f} s, p95 {percentile(plan_lat, 0.95):.2f} s")
-    print(f"apply -> round-0 Job created: p50 {statistics.median(job_lat):.2f} s, p95 {percentile(job_lat, 0.95):.2f} s")
-    print(f"status lag behind reports: p50 {statistics.median(lags):.2f} s, p95 {percentile(lags, 0.95):.2f} s ({len(lags)}/{runs} seen)")
+    print(f"apply -> plan Job created: {spread(plan_lat)}")
+    print(f"apply -> round-0 Job created: {spread(job_lat)}")
+    print(f"status lag behind reports: {spread(lags)} ({len(lags)}/{runs} runs seen)")
     print(f"API writes per BatchPrediction per minute: {writes / runs / minutes:.1f}")
     print(f"operator peak RSS: {rss / 1024:.0f} MiB")
 
@@ -169,12 +189,6 @@ def wait_for(cluster: Cluster, done: Any, timeout: float) -> list[dict[str, Any]
         time.sleep(1)
     phases = [_phase(b) for b in items]
     raise SystemExit(f"runs did not all reach Running in {timeout} s: {phases}")
-
-
-def _worker_role() -> dict[str, Any]:
-    from tests.e2e.conftest import WORKER_CLUSTER_ROLE  # noqa: PLC0415
-
-    return WORKER_CLUSTER_ROLE
 
 
 if __name__ == "__main__":

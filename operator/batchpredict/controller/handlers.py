@@ -67,6 +67,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.api = await api_client()
     memo.tracker = metrics.PhaseTracker()
     memo.admitted = set()  # runs this process let start, until the index shows them started
+    memo.worker_access = set()  # (namespace, ServiceAccount) known to be bound
     # Keep kopf's bookkeeping out of status: status is ours, computed from the children.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
@@ -74,7 +75,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
-    settings.batching.worker_limit = 64
+    # No cap on kopf's per-object workers: with a cap below the number of runs, the workers
+    # that wait for the indexes to fill starve the ones that would fill them (found at 100 runs).
     if config.metrics_port:
         start_http_server(config.metrics_port)
 
@@ -201,8 +203,8 @@ async def reconcile(
 async def _perform(bp: BatchPrediction, decision: Decision, memo: kopf.Memo, log: Any) -> None:
     config: OperatorConfig = memo.config
     namespace, name = bp.metadata["namespace"], bp.metadata["name"]
-    if decision.create:
-        account = bp.spec.worker.service_account_name or config.worker_service_account
+    account = bp.spec.worker.service_account_name or config.worker_service_account
+    if decision.create and (namespace, account) not in memo.worker_access:
         await kube.ensure_worker_access(
             memo.api,
             namespace,
@@ -210,6 +212,8 @@ async def _perform(bp: BatchPrediction, decision: Decision, memo: kopf.Memo, log
             config.worker_cluster_role,
             create_service_account=bp.spec.worker.service_account_name is None,
         )
+        # Once per namespace and account per process: creating Jobs is then one call.
+        memo.worker_access.add((namespace, account))
     for job in decision.create:
         if await kube.create_job(memo.api, job):
             metrics.JOBS_CREATED.labels(role=job["metadata"]["labels"][LABEL_ROLE]).inc()
