@@ -55,9 +55,12 @@ lock: $(STAMP)  ## re-pin constraints.txt from the current virtualenv
 clean:  ## remove the virtualenv and caches (not the cluster binary cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: bench
+.PHONY: bench bench-operator
 bench: $(STAMP)  ## worker throughput vs an ideal Triton client, and worker memory vs shard size
 	$(BIN)/python benchmarks/worker_throughput.py
+
+bench-operator: $(STAMP)  ## 100 concurrent runs: Job creation latency, status lag, API writes, RSS
+	$(BIN)/python benchmarks/operator_scale.py --runs 100
 
 cluster-build:  ## build etcd and Kubernetes from the Go module proxy (cached outside the repo)
 	@bash hack/k8s/build.sh
