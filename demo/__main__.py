@@ -14,6 +14,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ class DemoRun:
     status: dict[str, Any]
     triton: TritonHandle
     report: list[str]
+    kubeconfig: Path
 
 
 class Clock:
@@ -64,32 +66,41 @@ class Clock:
         self.show(f"[{time.monotonic() - self.started:5.1f}s] {text}")
 
 
-def run_demo(kube: Kube, workdir: Path, namespace: str, clock: Clock) -> DemoRun:
-    """Train, write the data, start Triton, run the BatchPrediction, read and report results.
-    The operator must already serve `namespace`; the caller stops the returned Triton."""
-    clock.step("training the digit classifier and writing 1,797 PNG images (+3 corrupt files)")
+@dataclass(frozen=True)
+class Served:
+    """The demo's data and model, and the Triton serving it."""
+
+    prepared: digits.Prepared
+    triton: TritonHandle
+
+
+def serve_model(workdir: Path, clock: Clock) -> Served:
+    """Train, write the data and the model repository, start Triton (the caller stops it)."""
+    clock.step("training the digit classifier, writing 1,797 PNG images and 3 corrupt files")
     prepared = digits.prepare(workdir)
-    clock.step(f"starting Triton with model '{digits.MODEL_NAME}' ({prepared.model_repository})")
     triton = start_model_server(prepared.model_repository, [digits.MODEL_NAME])
-    try:
-        body = render(workdir, triton.grpc_url)
-        name = apply_run(kube, namespace, body)
-        clock.step(f"applied examples/demo/digits.yaml as bp/{name} in namespace {namespace}")
-        final = follow(kube, name, namespace, clock.show)
-        status = dict(final.get("status") or {})
-        if status.get("phase") == "Failed":
-            raise DemoError(  # noqa: TRY301 (stop Triton on the way out, as for any error)
-                f"bp/{name} failed: {status.get('conditions')}; "
-                f"see kubectl describe bp {name} -n {namespace}"
-            )
-        results = read_results(Path(body["spec"]["output"]["uri"]), prepared.labels)
-    except BaseException:
-        triton.stop()
-        raise
+    clock.step(f"Triton serves model '{digits.MODEL_NAME}' at {triton.grpc_url}")
+    return Served(prepared, triton)
+
+
+def run_demo(kube: Kube, workdir: Path, namespace: str, clock: Clock, served: Served) -> DemoRun:
+    """Run the BatchPrediction of examples/demo against `served`, read and report its results.
+    The operator must already serve `namespace`."""
+    body = render(workdir, served.triton.grpc_url)
+    name = apply_run(kube, namespace, body)
+    clock.step(f"applied examples/demo/digits.yaml as bp/{name} in namespace {namespace}")
+    final = follow(kube, name, namespace, clock.show)
+    status = dict(final.get("status") or {})
+    if status.get("phase") == "Failed":
+        raise DemoError(
+            f"bp/{name} failed: {status.get('conditions')}; "
+            f"see kubectl describe bp {name} -n {namespace}"
+        )
+    results = read_results(Path(body["spec"]["output"]["uri"]), served.prepared.labels)
     report = summarize(results, status, name, namespace)
     for line in report:
         clock.show(line)
-    return DemoRun(results, status, triton, report)
+    return DemoRun(results, status, served.triton, report, kube.kubeconfig)
 
 
 def summarize(results: RunResults, status: dict[str, Any], name: str, namespace: str) -> list[str]:
@@ -135,6 +146,24 @@ def up(show: Show) -> int:
     previous = DemoState.load(workdir)
     if previous and stop_model_server(previous):
         clock.step("stopped the Triton of the previous demo run")
+    # Training and Triton's start overlap the cluster's start and the operator's install.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        serving = pool.submit(serve_model, workdir, clock)
+        try:
+            run = _up(clock, workdir, serving)
+        except BaseException:
+            if not serving.cancel() and serving.exception() is None:
+                serving.result().triton.stop()
+            raise
+    clock.step("done. Everything keeps running until `make demo-down`; try:")
+    show(f"  export KUBECONFIG={run.kubeconfig}")
+    show(f"  kubectl get bp -n {RUN_NAMESPACE} -o wide")
+    show(f"  kubectl describe bp digits -n {RUN_NAMESPACE}")
+    show(f"  kubectl logs -n {OPERATOR_NAMESPACE} deploy/{OPERATOR_NAME}")
+    return 0
+
+
+def _up(clock: Clock, workdir: Path, serving: Future[Served]) -> DemoRun:
     clock.step("starting the local Kubernetes cluster (or using $KUBECONFIG)")
     kubeconfig, local = cluster_up(workdir)
     state = DemoState(str(kubeconfig), local)
@@ -143,18 +172,15 @@ def up(show: Show) -> int:
     clock.step("installing the CRDs and the operator with the Helm chart (charts/batchpredict)")
     install_crds(kube)
     install_operator(kube, workdir)
-    run = run_demo(kube, workdir, RUN_NAMESPACE, clock)
-    state.triton_pid = run.triton.process.pid
-    state.triton_grpc_url = run.triton.grpc_url
-    state.triton_workdir = str(run.triton.log_path.parent)
-    state.triton_log = str(run.triton.log_path)
+    clock.step(f"operator running in namespace {OPERATOR_NAMESPACE}")
+    served = serving.result()
+    # Recorded before the run, so that `make demo-down` stops Triton even after a Ctrl-C.
+    state.triton_pid = served.triton.process.pid
+    state.triton_grpc_url = served.triton.grpc_url
+    state.triton_workdir = str(served.triton.log_path.parent)
+    state.triton_log = str(served.triton.log_path)
     state.save(workdir)
-    clock.step("done. Everything keeps running until `make demo-down`; try:")
-    show(f"  export KUBECONFIG={kubeconfig}")
-    show(f"  kubectl get bp -n {RUN_NAMESPACE} -o wide")
-    show(f"  kubectl describe bp digits -n {RUN_NAMESPACE}")
-    show(f"  kubectl logs -n {OPERATOR_NAMESPACE} deploy/{OPERATOR_NAME}")
-    return 0
+    return run_demo(kube, workdir, RUN_NAMESPACE, clock, served)
 
 
 def down(show: Show) -> int:

@@ -43,7 +43,8 @@ class Prepared:
 
 def load_pixels() -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
     """The digits as 8-bit grayscale pixels (0..16 scaled to 0..255) and their labels."""
-    from sklearn.datasets import load_digits  # noqa: PLC0415 (slow import, only when used)
+    # Imported here: scikit-learn takes seconds to import and only set-up needs it.
+    from sklearn.datasets import load_digits  # type: ignore[import-untyped]  # noqa: PLC0415
 
     digits = load_digits()
     pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
@@ -58,7 +59,7 @@ def features(pixels: NDArray[np.uint8]) -> NDArray[np.float32]:
 
 def split(labels: NDArray[np.int64]) -> NDArray[np.bool_]:
     """True for the held-out test images (stratified, fixed seed)."""
-    from sklearn.model_selection import train_test_split  # noqa: PLC0415
+    from sklearn.model_selection import train_test_split  # type: ignore[import-untyped]  # noqa: PLC0415
 
     index = np.arange(len(labels))
     _, test = train_test_split(index, test_size=TEST_FRACTION, random_state=SEED, stratify=labels)
@@ -69,8 +70,8 @@ def split(labels: NDArray[np.int64]) -> NDArray[np.bool_]:
 
 def train(x: NDArray[np.float32], y: NDArray[np.int64]) -> dict[str, NDArray[Any]]:
     """Fit the MLP; its weights as the arrays model.py reads (w0, b0, w1, b1, layers)."""
-    from sklearn.exceptions import ConvergenceWarning  # noqa: PLC0415
-    from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
+    from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]  # noqa: PLC0415
+    from sklearn.neural_network import MLPClassifier  # type: ignore[import-untyped]  # noqa: PLC0415
 
     model = MLPClassifier(hidden_layer_sizes=(64,), max_iter=300, random_state=SEED)
     with warnings.catch_warnings():
@@ -92,7 +93,8 @@ def predict(weights: dict[str, NDArray[Any]], x: NDArray[np.float32]) -> NDArray
         out = out @ weights[f"w{i}"] + weights[f"b{i}"]
         if i < count - 1:
             out = np.maximum(out, 0)
-    return np.argmax(out, axis=1).astype(np.int64)
+    classes: NDArray[np.int64] = np.argmax(out, axis=1).astype(np.int64)
+    return classes
 
 
 def image_id(index: int) -> str:
@@ -125,7 +127,7 @@ def write_model_repository(dest: Path, weights: dict[str, NDArray[Any]]) -> Path
     """A Triton model repository holding the `digits` model with these weights."""
     model_dir = dest / MODEL_NAME
     shutil.copytree(MODEL_SOURCE, model_dir, dirs_exist_ok=True)
-    np.savez(model_dir / "1" / "weights.npz", **weights)  # type: ignore[arg-type]
+    np.savez(model_dir / "1" / "weights.npz", **weights)
     return dest
 
 

@@ -137,7 +137,7 @@ def install_crds(kube: Kube) -> None:
         kube.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
 
 
-def _operator_kubeconfig(kube: Kube, account: str, path: Path) -> Path:
+def _operator_kubeconfig(kube: Kube, account: str, namespace: str, path: Path) -> Path:
     """A kubeconfig that authenticates as the operator's ServiceAccount (TokenRequest API).
 
     The local node agent runs the operator pod as a process: it does not mount the projected
@@ -145,7 +145,7 @@ def _operator_kubeconfig(kube: Kube, account: str, path: Path) -> Path:
     way (the chart's RBAC still applies), as tests/chart does.
     """
     token = kube.kubectl(
-        "create", "token", account, "-n", OPERATOR_NAMESPACE, f"--duration={TOKEN_DURATION}"
+        "create", "token", account, "-n", namespace, f"--duration={TOKEN_DURATION}"
     ).stdout.strip()
     admin = yaml.safe_load(kube.kubeconfig.read_text())
     server = dict(admin["clusters"][0]["cluster"])
@@ -166,27 +166,36 @@ def _operator_kubeconfig(kube: Kube, account: str, path: Path) -> Path:
     return path
 
 
-def install_operator(kube: Kube, workdir: Path) -> None:
-    """`helm upgrade --install` the chart into batchpredict-system and wait for its pod."""
-    fullname = OPERATOR_NAME
-    kube.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+def install_operator(
+    kube: Kube,
+    workdir: Path,
+    *,
+    namespace: str = OPERATOR_NAMESPACE,
+    watch_namespaces: Sequence[str] = (),
+) -> None:
+    """`helm upgrade --install` the chart into `namespace` and wait for its pod. It watches
+    every namespace unless `watch_namespaces` are given (the chart's namespaced mode)."""
+    kube.kubectl("create", "namespace", namespace, check=False)
     # A ServiceAccount helm adopts into the release, so its token exists before the install.
     account = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
         "metadata": {
-            "name": fullname,
-            "namespace": OPERATOR_NAMESPACE,
+            "name": OPERATOR_NAME,
+            "namespace": namespace,
             "labels": {"app.kubernetes.io/managed-by": "Helm"},
             "annotations": {
                 "meta.helm.sh/release-name": RELEASE,
-                "meta.helm.sh/release-namespace": OPERATOR_NAMESPACE,
+                "meta.helm.sh/release-namespace": namespace,
             },
         },
     }
     kube.kubectl("apply", "-f", "-", stdin=json.dumps(account))
-    operator_kc = _operator_kubeconfig(kube, fullname, workdir / "operator.kubeconfig")
+    operator_kc = _operator_kubeconfig(
+        kube, OPERATOR_NAME, namespace, workdir / "operator.kubeconfig"
+    )
     values = {
+        "watchNamespaces": list(watch_namespaces),
         "statusIntervalSeconds": 1,
         # Pods of the local node agent share the host's network: free ports, not 8080/8081.
         "metrics": {"port": free_port()},
@@ -205,14 +214,14 @@ def install_operator(kube: Kube, workdir: Path) -> None:
     values_file.write_text(yaml.safe_dump(values))
     kube.helm(
         "upgrade", "--install", RELEASE, str(CHART),
-        "--namespace", OPERATOR_NAMESPACE,
+        "--namespace", namespace,
         "--values", str(values_file),
         "--wait", "--timeout", "180s",
     )  # fmt: skip
 
 
-def uninstall_operator(kube: Kube) -> None:
-    kube.helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--ignore-not-found")
+def uninstall_operator(kube: Kube, namespace: str = OPERATOR_NAMESPACE) -> None:
+    kube.helm("uninstall", RELEASE, "--namespace", namespace, "--ignore-not-found", "--wait")
 
 
 # -- Triton ----------------------------------------------------------------------------------

@@ -1,0 +1,24 @@
+"""The demo tier installs the operator with the chart: build helm before any test runs, so that
+a cold build (minutes) is not under a test's timeout (as tests/chart does)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from tests.chart.helm import HelmBuildError, build_helm
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    if not any(here in Path(str(item.path)).parents for item in items):
+        return
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        try:
+            build_helm()
+        except HelmBuildError as err:
+            # The test reports it again when the demo calls helm.
+            print(f"\nbuilding helm failed: {err}")
