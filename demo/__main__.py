@@ -166,6 +166,8 @@ def up(show: Show) -> int:
 def _up(clock: Clock, workdir: Path, serving: Future[Served]) -> DemoRun:
     clock.step("starting the local Kubernetes cluster (or using $KUBECONFIG)")
     kubeconfig, local = cluster_up(workdir)
+    if not local:
+        clock.step(f"using the cluster of KUBECONFIG={kubeconfig}")
     state = DemoState(str(kubeconfig), local)
     state.save(workdir)
     kube = Kube(kubeconfig, workdir / "helm-home")
@@ -199,7 +201,7 @@ def down(show: Show) -> int:
     if stopped:
         show(f"demo: stopped the local cluster ({', '.join(stopped)})")
     (DEMO_DIR / "state.json").unlink(missing_ok=True)
-    show("demo: down (the data, model and outputs stay in .demo/; `make demo` reuses nothing else)")
+    show("demo: down (the data, model and outputs stay in .demo/)")
     return 0
 
 

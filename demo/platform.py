@@ -24,8 +24,6 @@ from tests.harness.triton_server import TritonHandle, start_triton
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / ".demo"
 RELEASE = "batchpredict"
-# The chart names its objects after the release when the release name holds the chart's name.
-OPERATOR_NAME = RELEASE
 OPERATOR_NAMESPACE = "batchpredict-system"
 RUN_NAMESPACE = "batchpredict-demo"
 # The operator's ServiceAccount token in the local-cluster kubeconfig outlives any demo session.
@@ -127,6 +125,14 @@ def cluster_up(state_dir: Path) -> tuple[Path, bool]:
     return LocalCluster(state_dir / "cluster").up(), True
 
 
+def operator_name(release: str = RELEASE) -> str:
+    """The chart's full name: the release's name when it holds the chart's name (helm's rule)."""
+    return release if "batchpredict" in release else f"{release}-batchpredict"
+
+
+OPERATOR_NAME = operator_name()
+
+
 # -- operator --------------------------------------------------------------------------------
 
 
@@ -172,28 +178,28 @@ def install_operator(
     *,
     namespace: str = OPERATOR_NAMESPACE,
     watch_namespaces: Sequence[str] = (),
+    release: str = RELEASE,
 ) -> None:
     """`helm upgrade --install` the chart into `namespace` and wait for its pod. It watches
     every namespace unless `watch_namespaces` are given (the chart's namespaced mode)."""
+    fullname = operator_name(release)
     kube.kubectl("create", "namespace", namespace, check=False)
     # A ServiceAccount helm adopts into the release, so its token exists before the install.
     account = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
         "metadata": {
-            "name": OPERATOR_NAME,
+            "name": fullname,
             "namespace": namespace,
             "labels": {"app.kubernetes.io/managed-by": "Helm"},
             "annotations": {
-                "meta.helm.sh/release-name": RELEASE,
+                "meta.helm.sh/release-name": release,
                 "meta.helm.sh/release-namespace": namespace,
             },
         },
     }
     kube.kubectl("apply", "-f", "-", stdin=json.dumps(account))
-    operator_kc = _operator_kubeconfig(
-        kube, OPERATOR_NAME, namespace, workdir / "operator.kubeconfig"
-    )
+    operator_kc = _operator_kubeconfig(kube, fullname, namespace, workdir / "operator.kubeconfig")
     values = {
         "watchNamespaces": list(watch_namespaces),
         "statusIntervalSeconds": 1,
@@ -213,15 +219,17 @@ def install_operator(
     values_file = workdir / "operator-values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     kube.helm(
-        "upgrade", "--install", RELEASE, str(CHART),
+        "upgrade", "--install", release, str(CHART),
         "--namespace", namespace,
         "--values", str(values_file),
         "--wait", "--timeout", "180s",
     )  # fmt: skip
 
 
-def uninstall_operator(kube: Kube, namespace: str = OPERATOR_NAMESPACE) -> None:
-    kube.helm("uninstall", RELEASE, "--namespace", namespace, "--ignore-not-found", "--wait")
+def uninstall_operator(
+    kube: Kube, namespace: str = OPERATOR_NAMESPACE, release: str = RELEASE
+) -> None:
+    kube.helm("uninstall", release, "--namespace", namespace, "--ignore-not-found", "--wait")
 
 
 # -- Triton ----------------------------------------------------------------------------------

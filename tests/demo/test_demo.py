@@ -6,6 +6,7 @@ computed here independently, and the corrupt files must fail alone, with clear m
 from __future__ import annotations
 
 import re
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,11 +34,16 @@ def demo_run(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[tuple
     served = serve_model(tmp_path, clock)
     try:
         install_crds(kube)
-        install_operator(kube, tmp_path, namespace=namespace, watch_namespaces=[namespace])
+        # Its own release name: cluster-wide objects (the worker ClusterRole, the started-by
+        # policy) are named after it and must not meet those of other tiers.
+        release = f"demo-{uuid.uuid4().hex[:6]}"
+        install_operator(
+            kube, tmp_path, namespace=namespace, watch_namespaces=[namespace], release=release
+        )
         try:
             yield run_demo(kube, tmp_path, namespace, clock, served), "\n".join(printed)
         finally:
-            uninstall_operator(kube, namespace)
+            uninstall_operator(kube, namespace, release)
     finally:
         served.triton.stop()
 
