@@ -27,8 +27,8 @@ test-unit: $(STAMP)  ## run the unit tier only (no cluster, no Triton)
 	$(BIN)/pytest -ra tests/unit
 
 lint: $(STAMP)  ## ruff and mypy --strict
-	$(BIN)/ruff check operator tests benchmarks
-	$(BIN)/ruff format --check operator tests benchmarks
+	$(BIN)/ruff check operator tests benchmarks demo
+	$(BIN)/ruff format --check operator tests benchmarks demo
 	$(BIN)/mypy
 
 crds: $(STAMP)  ## regenerate crds/ (and the chart's copy) from the pydantic models

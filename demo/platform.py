@@ -26,8 +26,6 @@ DEMO_DIR = REPO / ".demo"
 RELEASE = "batchpredict"
 OPERATOR_NAMESPACE = "batchpredict-system"
 RUN_NAMESPACE = "batchpredict-demo"
-# The operator's ServiceAccount token in the local-cluster kubeconfig outlives any demo session.
-TOKEN_DURATION = "168h"  # noqa: S105 (a duration, not a secret)
 
 
 class DemoError(RuntimeError):
@@ -143,35 +141,6 @@ def install_crds(kube: Kube) -> None:
         kube.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
 
 
-def _operator_kubeconfig(kube: Kube, account: str, namespace: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as the operator's ServiceAccount (TokenRequest API).
-
-    The local node agent runs the operator pod as a process: it does not mount the projected
-    token where kopf's login looks, so the operator gets its own ServiceAccount's token this
-    way (the chart's RBAC still applies), as tests/chart does.
-    """
-    token = kube.kubectl(
-        "create", "token", account, "-n", namespace, f"--duration={TOKEN_DURATION}"
-    ).stdout.strip()
-    admin = yaml.safe_load(kube.kubeconfig.read_text())
-    server = dict(admin["clusters"][0]["cluster"])
-    if "certificate-authority" in server:
-        server["certificate-authority"] = str(
-            (kube.kubeconfig.parent / server["certificate-authority"]).resolve()
-        )
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "demo", "cluster": server}],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": account, "context": {"cluster": "demo", "user": account}}],
-        "current-context": account,
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
 def install_operator(
     kube: Kube,
     workdir: Path,
@@ -182,39 +151,13 @@ def install_operator(
 ) -> None:
     """`helm upgrade --install` the chart into `namespace` and wait for its pod. It watches
     every namespace unless `watch_namespaces` are given (the chart's namespaced mode)."""
-    fullname = operator_name(release)
     kube.kubectl("create", "namespace", namespace, check=False)
-    # A ServiceAccount helm adopts into the release, so its token exists before the install.
-    account = {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {
-            "name": fullname,
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/managed-by": "Helm"},
-            "annotations": {
-                "meta.helm.sh/release-name": release,
-                "meta.helm.sh/release-namespace": namespace,
-            },
-        },
-    }
-    kube.kubectl("apply", "-f", "-", stdin=json.dumps(account))
-    operator_kc = _operator_kubeconfig(kube, fullname, namespace, workdir / "operator.kubeconfig")
     values = {
         "watchNamespaces": list(watch_namespaces),
         "statusIntervalSeconds": 1,
         # Pods of the local node agent share the host's network: free ports, not 8080/8081.
         "metrics": {"port": free_port()},
-        "operator": {
-            "livenessPort": free_port(),
-            "extraEnv": [
-                {"name": "KUBECONFIG", "value": str(operator_kc)},
-                {
-                    "name": "BATCHPREDICT_CONFIG",
-                    "value": "$(BATCHPREDICT_CONTAINER_ROOT)/etc/batchpredict/config.yaml",
-                },
-            ],
-        },
+        "operator": {"livenessPort": free_port()},
     }
     values_file = workdir / "operator-values.yaml"
     values_file.write_text(yaml.safe_dump(values))

@@ -136,7 +136,9 @@ def installed_crds(cluster: Cluster) -> Cluster:
     return cluster
 
 
-@pytest.fixture(scope="session")
+# Package scope: this operator watches every namespace, so it stops when the e2e tier ends
+# and never handles the runs of the tiers after it (chart, demo install their own).
+@pytest.fixture(scope="package")
 def operator_process(
     installed_crds: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:

@@ -265,7 +265,12 @@ def decode_image(data: Any, spec: ImagePreprocess, name: str | None) -> NDArray[
                 height, width = spec.resize
                 converted = converted.resize((width, height))
             array = np.asarray(converted, dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+    except UnidentifiedImageError:
+        # Pillow's own text names its in-memory buffer ("<_io.BytesIO object at 0x...>").
+        raise ItemError(
+            UNREADABLE, f"cannot decode image {name or ''}: not an image format Pillow reads"
+        ) from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise ItemError(UNREADABLE, f"cannot decode image {name or ''}: {error}") from None
     if array.ndim == 2:
         array = array[:, :, None]
