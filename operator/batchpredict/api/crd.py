@@ -137,51 +137,66 @@ def _collapse_nullable(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, 
     return merged
 
 
-def build_crd() -> dict[str, Any]:
-    """The BatchPrediction CustomResourceDefinition."""
-    spec_schema = structural_schema(BatchPredictionSpec)
-    status_schema = structural_schema(BatchPredictionStatus)
+def _crd(
+    kind: str,
+    *,
+    plural: str,
+    singular: str,
+    short_names: list[str],
+    columns: list[dict[str, Any]],
+    schema: dict[str, Any],
+    status_subresource: bool,
+) -> dict[str, Any]:
+    """A namespaced CustomResourceDefinition of one served and stored version."""
+    version: dict[str, Any] = {"name": VERSION, "served": True, "storage": True}
+    if status_subresource:
+        version["subresources"] = {"status": {}}
+    version["additionalPrinterColumns"] = columns
+    version["schema"] = {"openAPIV3Schema": schema}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": SHORT_NAMES,
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": short_names,
                 "categories": CATEGORIES,
             },
             "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": BP_PRINTER_COLUMNS,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "A batch prediction run: a dataset scored by a Triton "
-                            "model, fanned out as an Indexed Job.",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
-                            },
-                        }
-                    },
-                }
-            ],
+            "versions": [version],
         },
     }
+
+
+def build_crd() -> dict[str, Any]:
+    """The BatchPrediction CustomResourceDefinition."""
+    schema = {
+        "type": "object",
+        "description": "A batch prediction run: a dataset scored by a Triton model, fanned out "
+        "as an Indexed Job.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": structural_schema(BatchPredictionSpec),
+            "status": structural_schema(BatchPredictionStatus),
+        },
+    }
+    return _crd(
+        KIND,
+        plural=PLURAL,
+        singular=SINGULAR,
+        short_names=SHORT_NAMES,
+        columns=BP_PRINTER_COLUMNS,
+        schema=schema,
+        status_subresource=True,
+    )
 
 
 REPORT_PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -205,32 +220,15 @@ def build_report_crd() -> dict[str, Any]:
     schema["description"] = (
         "Progress of one shard of a BatchPrediction, written by its worker pod only."
     )
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{REPORT_PLURAL}.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "names": {
-                "kind": REPORT_KIND,
-                "listKind": f"{REPORT_KIND}List",
-                "plural": REPORT_PLURAL,
-                "singular": REPORT_SINGULAR,
-                "shortNames": ["bpshard"],
-                "categories": CATEGORIES,
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "additionalPrinterColumns": REPORT_PRINTER_COLUMNS,
-                    "schema": {"openAPIV3Schema": schema},
-                }
-            ],
-        },
-    }
+    return _crd(
+        REPORT_KIND,
+        plural=REPORT_PLURAL,
+        singular=REPORT_SINGULAR,
+        short_names=["bpshard"],
+        columns=REPORT_PRINTER_COLUMNS,
+        schema=schema,
+        status_subresource=False,
+    )
 
 
 def crd_files() -> dict[str, dict[str, Any]]:
