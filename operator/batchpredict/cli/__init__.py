@@ -1,0 +1,1 @@
+"""`batchpredict`: the command line for users (local checks before `kubectl apply`)."""

@@ -1,0 +1,49 @@
+"""`batchpredict validate` and `batchpredict crds`, as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).parents[2]
+CLI = [sys.executable, "-m", "batchpredict.cli.main"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, check=False)
+
+
+def test_validate_accepts_the_examples() -> None:
+    result = run("validate", *map(str, sorted((REPO / "examples").glob("*.yaml"))))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "minimal.yaml: nightly-scoring: OK" in result.stdout
+
+
+def test_validate_names_every_bad_field(tmp_path: Path) -> None:
+    body = yaml.safe_load((REPO / "examples" / "minimal.yaml").read_text())
+    body["spec"]["batching"] = {"batchSize": 0}
+    body["spec"]["input"]["format"] = "xml"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(body))
+    result = run("validate", str(bad))
+    assert result.returncode == 1
+    assert (
+        "nightly-scoring: spec.batching.batchSize: Input should be greater than or equal to 1"
+        in result.stdout
+    )
+    assert "nightly-scoring: spec.input.format: Input should be 'jsonl'" in result.stdout
+
+
+def test_validate_reports_an_unreadable_file(tmp_path: Path) -> None:
+    result = run("validate", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 1
+    assert "missing.yaml: cannot read" in result.stdout
+
+
+def test_crds_prints_what_is_committed() -> None:
+    printed = list(yaml.safe_load_all(run("crds").stdout))
+    committed = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "crds").glob("*.yaml"))]
+    assert printed == committed
