@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from batchpredict.api.v1alpha1 import BatchPrediction
-from batchpredict.api.v1alpha1.spec import TritonProtocol
+from batchpredict.api.v1alpha1.serving import TritonProtocol
 from batchpredict.api.validation import InvalidSpecError, parse_batch_prediction, parse_spec
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))

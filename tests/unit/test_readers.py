@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchpredict.api.v1alpha1.spec import InputSpec
+from batchpredict.api.v1alpha1.data import InputSpec
 from batchpredict.io.readers import MALFORMED, DatasetNotFoundError, ItemBatch, open_dataset
 
 

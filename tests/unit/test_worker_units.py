@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from batchpredict.api.v1alpha1.spec import ImagePreprocess, ModelRef, Postprocess, Preprocess
+from batchpredict.api.v1alpha1.data import ImagePreprocess, Preprocess
+from batchpredict.api.v1alpha1.serving import ModelRef, Postprocess
 from batchpredict.io.readers import ItemBatch
 from batchpredict.triton.client import ModelInfo, TensorMeta
 from batchpredict.triton.errors import classify

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from batchpredict.api.v1alpha1.spec import InputFormat, InputSpec, Select
+from batchpredict.api.v1alpha1.data import InputFormat, InputSpec, Select
 
 MALFORMED = "MALFORMED_ITEM"
 # The whole file's bytes, for `files` datasets (`$item` in tensor mappings).

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from batchpredict.api.v1alpha1.spec import BatchPredictionSpec, TritonSidecar
+from batchpredict.api.v1alpha1.serving import TritonSidecar
+from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
 from batchpredict.controller.config import OperatorConfig
 from batchpredict.reconcile.naming import Role
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from batchpredict.api.v1alpha1.spec import BackoffSpec, BatchPredictionSpec
+from batchpredict.api.v1alpha1.execution import BackoffSpec
+from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
 from batchpredict.api.v1alpha1.status import Phase
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import tritonclient.grpc.aio as grpc_aio
 from numpy.typing import NDArray
 
-from batchpredict.api.v1alpha1.spec import TritonProtocol
+from batchpredict.api.v1alpha1.serving import TritonProtocol
 from batchpredict.triton.errors import RequestError, classify
 
 

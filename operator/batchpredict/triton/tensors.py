@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from tritonclient.utils import triton_to_np_dtype
 
-from batchpredict.api.v1alpha1.spec import ModelRef, Postprocess
+from batchpredict.api.v1alpha1.serving import ModelRef, Postprocess
 from batchpredict.triton.client import ModelInfo
 
 ITEM_FIELD = "$item"

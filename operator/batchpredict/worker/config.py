@@ -7,7 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchpredict.api.v1alpha1.spec import BatchPredictionSpec, TritonProtocol
+from batchpredict.api.v1alpha1.serving import TritonProtocol
+from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
 from batchpredict.api.validation import InvalidSpecError, parse_spec
 from batchpredict.incluster import TERMINATION_LOG, in_pod
 from batchpredict.triton.client import TlsFiles, TritonClient

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from batchpredict.api.v1alpha1.spec import BackoffSpec
+from batchpredict.api.v1alpha1.execution import BackoffSpec
 from batchpredict.io.layout import OutputLayout
 from batchpredict.io.readers import ItemBatch, take
 from batchpredict.triton.client import TritonClient

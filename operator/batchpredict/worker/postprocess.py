@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from batchpredict.api.v1alpha1.spec import Postprocess
+from batchpredict.api.v1alpha1.serving import Postprocess
 from batchpredict.triton.tensors import OutputBinding
 
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-from batchpredict.api.v1alpha1.spec import ImagePreprocess, Preprocess
+from batchpredict.api.v1alpha1.data import ImagePreprocess, Preprocess
 from batchpredict.io.readers import MALFORMED, ItemBatch
 from batchpredict.triton.tensors import ITEM_FIELD, InputBinding
 

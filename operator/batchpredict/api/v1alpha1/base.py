@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 GROUP = "batchpredict.io"
@@ -60,3 +60,5 @@ def schema_extra(*rules: dict[str, Any], **extra: Any) -> dict[str, Any]:
 PRESERVE_UNKNOWN: dict[str, Any] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 # Resource quantities ("500m", 2, "4Gi") are int-or-string in Kubernetes.
 INT_OR_STRING: dict[str, Any] = {"x-kubernetes-int-or-string": True}
+Quantity = Annotated[int | str, Field(json_schema_extra=INT_OR_STRING)]
+OpaqueObject = Annotated[dict[str, Any], Field(json_schema_extra=PRESERVE_UNKNOWN)]

@@ -1,0 +1,113 @@
+"""What a run reads and where it writes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, model_validator
+
+from batchpredict.api.v1alpha1.base import (
+    ApiModel,
+    cel,
+    schema_extra,
+)
+
+
+class InputFormat(StrEnum):
+    JSONL = "jsonl"
+    CSV = "csv"
+    PARQUET = "parquet"
+    FILES = "files"
+
+
+class Select(ApiModel):
+    """Which part of the dataset to score."""
+
+    glob: str | None = Field(
+        default=None, description="For `files` and multi-file datasets: keep paths matching it."
+    )
+    columns: list[str] | None = Field(
+        default=None, description="Read only these fields (Parquet/CSV column projection)."
+    )
+    where: dict[str, str] | None = Field(
+        default=None,
+        description="Keep items whose fields equal these values (compared as text).",
+    )
+    limit: int | None = Field(default=None, ge=1, description="Keep at most this many items.")
+
+
+class ImagePreprocess(ApiModel):
+    resize: list[int] | None = Field(
+        default=None, min_length=2, max_length=2, description="[height, width] to resize to."
+    )
+    mode: str = Field(
+        default="RGB", pattern=r"^(RGB|L|RGBA)$", description="Pillow mode: RGB, L or RGBA."
+    )
+    scale: float = Field(default=1.0 / 255.0, description="Pixel values are multiplied by it.")
+    mean: list[float] | None = Field(default=None, description="Per-channel mean subtracted.")
+    std: list[float] | None = Field(default=None, description="Per-channel std divided by.")
+    channels_first: bool = Field(default=False, description="CHW instead of HWC.")
+
+
+class Preprocess(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": schema_extra(
+            cel(
+                "!(has(self.image) && has(self.function))",
+                "preprocess: set at most one of image and function",
+            )
+        )
+    }
+
+    image: ImagePreprocess | None = Field(
+        default=None, description="Decode, resize and normalize images (built in)."
+    )
+    function: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="`module:function` importable in the worker image; called with each item "
+        "(a dict) and returns the dict of fields for the input tensors.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Preprocess:
+        if self.image is not None and self.function is not None:
+            raise ValueError("preprocess: set at most one of image and function")
+        return self
+
+
+class InputSpec(ApiModel):
+    uri: str = Field(
+        min_length=1,
+        description="Dataset location: a path in the pod (volume mount), `s3://`, `gs://`, "
+        "`http(s)://`; a directory or glob for many files.",
+    )
+    format: InputFormat = Field(
+        description="`jsonl`, `csv`, `parquet`, or `files` (one item per file, e.g. images)."
+    )
+    id_field: str | None = Field(
+        default=None,
+        description="Field holding a stable item id; the row number (or the relative path for "
+        "`files`) when left out.",
+    )
+    select: Select | None = Field(default=None, description="Score a subset of the dataset.")
+    preprocess: Preprocess | None = Field(default=None, description="Transform items into tensors.")
+
+
+class OutputFormat(StrEnum):
+    JSONL = "jsonl"
+    PARQUET = "parquet"
+
+
+class OutputSpec(ApiModel):
+    uri: str = Field(
+        min_length=1,
+        description="Directory for predictions, failures and manifests (path, `s3://`, `gs://`).",
+    )
+    format: OutputFormat = Field(default=OutputFormat.JSONL, description="`jsonl` or `parquet`.")
+    include_fields: list[str] = Field(
+        default_factory=list, description="Input fields copied next to each prediction."
+    )
+    combine: bool = Field(
+        default=False, description="Also write all predictions as one file at the end."
+    )

@@ -1,0 +1,177 @@
+"""The model a run uses and the Triton server that serves it."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, model_validator
+
+from batchpredict.api.v1alpha1.base import (
+    DNS_SUBDOMAIN,
+    ApiModel,
+    OpaqueObject,
+    cel,
+    schema_extra,
+)
+
+
+class DataType(StrEnum):
+    """Triton tensor data types (the `TYPE_` prefix of model configs dropped)."""
+
+    BOOL = "BOOL"
+    UINT8 = "UINT8"
+    UINT16 = "UINT16"
+    UINT32 = "UINT32"
+    UINT64 = "UINT64"
+    INT8 = "INT8"
+    INT16 = "INT16"
+    INT32 = "INT32"
+    INT64 = "INT64"
+    FP16 = "FP16"
+    FP32 = "FP32"
+    FP64 = "FP64"
+    BYTES = "BYTES"
+
+
+class TensorInput(ApiModel):
+    name: str = Field(min_length=1, description="Name of the model's input tensor.")
+    field: str | None = Field(
+        default=None,
+        description="Dataset field that feeds this tensor (after preprocessing); "
+        "defaults to the tensor name. Use `$item` for the whole item (files: the decoded image).",
+    )
+    dtype: DataType | None = Field(
+        default=None, description="Tensor data type; taken from the model metadata when left out."
+    )
+    shape: list[int] | None = Field(
+        default=None,
+        description="Shape of one item's tensor, without the batch dimension (-1 for variable); "
+        "taken from the model metadata when left out.",
+    )
+
+
+class Postprocess(StrEnum):
+    """What to keep of an output tensor."""
+
+    NONE = "none"
+    ARGMAX = "argmax"
+    TOPK = "topk"
+
+
+class TensorOutput(ApiModel):
+    name: str = Field(min_length=1, description="Name of the model's output tensor.")
+    field: str | None = Field(
+        default=None, description="Field name in the predictions; defaults to the tensor name."
+    )
+    postprocess: Postprocess = Field(
+        default=Postprocess.NONE,
+        description="`none` keeps the tensor, `argmax` the index of the largest value, "
+        "`topk` the `k` best indices with their scores.",
+    )
+    k: int = Field(default=5, ge=1, le=1000, description="How many entries `topk` keeps.")
+
+
+class ModelRef(ApiModel):
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="Name of the model in Triton's model repository.",
+    )
+    version: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+$",
+        description="Model version to use; Triton's version policy decides when left out.",
+    )
+    inputs: list[TensorInput] | None = Field(
+        default=None,
+        description="How dataset fields map to input tensors; taken from Triton's model "
+        "metadata when left out (a single-input model needs no mapping).",
+    )
+    outputs: list[TensorOutput] | None = Field(
+        default=None, description="Output tensors to keep; all of them when left out."
+    )
+
+
+class TritonTls(ApiModel):
+    secret_name: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN,
+        description="Secret with `ca.crt` (and `tls.crt`/`tls.key` for mutual TLS) to reach "
+        "Triton over TLS.",
+    )
+    insecure_skip_verify: bool = Field(
+        default=False, description="Skip server certificate verification (tests only)."
+    )
+
+
+class TritonSidecar(ApiModel):
+    image: str = Field(min_length=1, description="Triton server image run beside each worker.")
+    model_repository: str = Field(
+        min_length=1,
+        description="Model repository the sidecar serves: a path inside the pod (from a volume) "
+        "or an `s3://`/`gs://` URI.",
+    )
+    args: list[str] = Field(
+        default_factory=list, description="Extra `tritonserver` command-line arguments."
+    )
+    resources: OpaqueObject | None = Field(
+        default=None,
+        description="Resources of the Triton container (GPUs go here: `nvidia.com/gpu`).",
+    )
+
+
+class TritonProtocol(StrEnum):
+    GRPC = "grpc"
+    HTTP = "http"
+
+
+class TritonSpec(ApiModel):
+    """Where the model is served: an existing server, or a Triton sidecar in each worker pod."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": schema_extra(
+            cel(
+                "has(self.url) != has(self.sidecar)",
+                "set exactly one of triton.url (an existing server) and triton.sidecar",
+            )
+        )
+    }
+
+    url: str | None = Field(
+        default=None,
+        pattern=r"^((grpc|grpcs|http|https)://)?[A-Za-z0-9.\-\[\]:]+(:[0-9]+)?/?$",
+        description="Address of an existing Triton server, e.g. `triton.models:8001` (gRPC) or "
+        "`http://triton.models:8000`. The scheme picks the protocol; gRPC without one.",
+    )
+    protocol: TritonProtocol | None = Field(
+        default=None, description="`grpc` or `http`; derived from the URL scheme when left out."
+    )
+    tls: TritonTls | None = Field(default=None, description="TLS to reach Triton.")
+    headers_secret: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN,
+        description="Secret whose keys/values are sent as request headers (auth tokens).",
+    )
+    timeout_seconds: float = Field(
+        default=60, gt=0, le=3600, description="Deadline of one inference request."
+    )
+    sidecar: TritonSidecar | None = Field(
+        default=None, description="Run Triton as a native sidecar of every worker pod instead."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_server(self) -> TritonSpec:
+        if (self.url is None) == (self.sidecar is None):
+            raise ValueError(
+                "set exactly one of triton.url (an existing server) and triton.sidecar"
+            )
+        return self
+
+    def resolved_protocol(self) -> TritonProtocol:
+        """The protocol to speak: explicit, else from the URL scheme, else gRPC."""
+        if self.protocol is not None:
+            return self.protocol
+        if self.url and self.url.startswith(("http://", "https://")):
+            return TritonProtocol.HTTP
+        return TritonProtocol.GRPC
