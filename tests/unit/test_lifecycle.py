@@ -8,10 +8,11 @@ from typing import Any
 
 from batchpredict.api.v1alpha1 import BatchPrediction
 from batchpredict.api.v1alpha1.status import Phase
+from batchpredict.reconcile.decision import Decision
 from batchpredict.reconcile.naming import Role
 from batchpredict.reconcile.observed import Observed
 from batchpredict.reconcile.policy import admitted_runs
-from batchpredict.reconcile.run import Decision, reconcile_run
+from batchpredict.reconcile.run import reconcile_run
 from tests.unit.test_run import CONFIG, PLANNED, SPEC, T0, job, report, step
 
 

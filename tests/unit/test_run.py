@@ -9,11 +9,12 @@ from batchpredict.api.v1alpha1 import BatchPrediction
 from batchpredict.api.v1alpha1.report import BatchPredictionShard
 from batchpredict.api.v1alpha1.status import ConditionType, Phase
 from batchpredict.controller.config import OperatorConfig
+from batchpredict.reconcile.decision import Decision
 from batchpredict.reconcile.naming import Role
 from batchpredict.reconcile.observed import JobState, Observed, StepOutcome, count_indexes
 from batchpredict.reconcile.patching import merge_patch
 from batchpredict.reconcile.policy import retry_delay, terminal_phase
-from batchpredict.reconcile.run import Decision, reconcile_run
+from batchpredict.reconcile.run import reconcile_run
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 CONFIG = OperatorConfig()

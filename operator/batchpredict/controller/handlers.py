@@ -30,12 +30,13 @@ from batchpredict.incluster import (
     service_account_ca,
     service_account_token,
 )
+from batchpredict.reconcile.decision import Decision
 from batchpredict.reconcile.naming import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_RUN, MANAGED_BY, Role
 from batchpredict.reconcile.observed import JobState, Observed, StepOutcome
 from batchpredict.reconcile.patching import merge_patch
 from batchpredict.reconcile.pods import WORKER_CONTAINER
 from batchpredict.reconcile.policy import admitted_runs
-from batchpredict.reconcile.run import Decision, reconcile_run
+from batchpredict.reconcile.run import reconcile_run
 
 RunKey = tuple[str, str]  # (namespace, BatchPrediction uid)
 MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}

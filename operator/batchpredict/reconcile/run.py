@@ -3,24 +3,22 @@ the Jobs to create or patch and the Events to post. Pure: the handler does the I
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from batchpredict.api.v1alpha1 import BatchPrediction
-from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
 from batchpredict.api.v1alpha1.status import (
     TERMINAL_PHASES,
     BatchPredictionStatus,
     ChildJob,
     ConditionStatus,
     ConditionType,
-    OutputLocations,
     Phase,
     ShardCounts,
 )
 from batchpredict.controller.config import OperatorConfig
 from batchpredict.reconcile.conditions import set_condition
+from batchpredict.reconcile.decision import Decision, Event, output_locations, transition_events
 from batchpredict.reconcile.jobs import Owner, build_step_job, build_worker_job
 from batchpredict.reconcile.naming import (
     ANNOTATION_CANCEL,
@@ -42,23 +40,6 @@ MODEL_REASONS = {"ModelNotFound", "ModelNotReady"}
 # How long a completed plan Job may go without its pod's result showing in the pod index.
 PLAN_RESULT_GRACE = timedelta(seconds=60)
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-
-
-@dataclass
-class Decision:
-    status: BatchPredictionStatus
-    create: list[dict[str, Any]] = field(default_factory=list)
-    # (Job name, merge patch of its spec): suspend and parallelism follow the BatchPrediction.
-    patch_jobs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    delete_self: bool = False  # ttlSecondsAfterFinished ran out
-    events: list[Event] = field(default_factory=list)
 
 
 class _Run:
@@ -135,7 +116,7 @@ class _Run:
                 f"activeDeadlineSeconds ({self.spec.active_deadline_seconds}s)",
             )
             return self.done()
-        self.set(output=_output_locations(self.spec))
+        self.set(output=output_locations(self.spec))
         plan = self.observed.job(Role.PLAN)
         if plan is None and self.spec.suspend:
             self.suspended()
@@ -165,7 +146,7 @@ class _Run:
 
     def done(self) -> Decision:
         self.decision.status = self.status
-        self.decision.events += _transition_events(self.previous, self.status)
+        self.decision.events += transition_events(self.previous, self.status)
         return self.decision
 
     def finished_run(self) -> Decision:
@@ -415,32 +396,6 @@ class _Run:
         done = phase in {Phase.SUCCEEDED, Phase.PARTIALLY_SUCCEEDED}
         self.condition(ConditionType.COMPLETE, T if done else F, reason, message)
         self.condition(ConditionType.FAILED, F if done else T, reason, message)
-
-
-def _output_locations(spec: BatchPredictionSpec) -> OutputLocations:
-    """Where finalize leaves the run's results (batchpredict.io.layout)."""
-    base = spec.output.uri.rstrip("/")
-    predictions = (
-        f"{base}/predictions.{spec.output.format.value}"
-        if spec.output.combine
-        else f"{base}/rounds/"
-    )
-    return OutputLocations(
-        predictions=predictions, failures=f"{base}/failures.jsonl", manifest=f"{base}/manifest.json"
-    )
-
-
-def _transition_events(
-    previous: BatchPredictionStatus, current: BatchPredictionStatus
-) -> list[Event]:
-    if previous.phase == current.phase and previous.round == current.round:
-        return []
-    warning = current.phase in {Phase.FAILED, Phase.PARTIALLY_SUCCEEDED, Phase.RETRYING}
-    reason = current.phase.value if current.phase else "Unknown"
-    message = current.message or reason
-    if current.round != previous.round and current.phase is Phase.RUNNING:
-        reason, message = "RetryRoundStarted", f"round {current.round} started: {message}"
-    return [Event(type="Warning" if warning else "Normal", reason=reason, message=message)]
 
 
 def reconcile_run(
