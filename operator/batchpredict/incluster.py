@@ -16,6 +16,9 @@ from kubernetes_asyncio import client, config
 CONTAINER_ROOT_ENV = "BATCHPREDICT_CONTAINER_ROOT"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TERMINATION_LOG = "/dev/termination-log"
+# Where the operator mounts spec.triton.tls.secretName and spec.triton.headersSecret.
+TRITON_TLS_DIR = "/var/run/batchpredict/tls"
+TRITON_HEADERS_DIR = "/var/run/batchpredict/headers"
 
 
 def in_pod(path: str, environ: Mapping[str, str] | None = None) -> Path:

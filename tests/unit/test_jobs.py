@@ -168,3 +168,21 @@ def test_long_names_fit_in_63_characters_and_stay_distinct() -> None:
     assert all(len(n) <= MAX_NAME and n.endswith("-r3") for n in names)
     labels = child_labels(long_a, "uid", Role.PLAN)
     assert all(len(v) <= MAX_NAME for v in labels.values())
+
+
+def test_triton_tls_and_header_secrets_are_mounted_where_the_worker_reads_them() -> None:
+    triton = {
+        "url": "https://triton:8000",
+        "tls": {"secretName": "triton-ca"},
+        "headersSecret": "token",
+    }
+    job = build_worker_job(OWNER, spec_with(triton=triton), CONFIG, shards=1, round_=0)
+    pod = job["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"triton-tls": "triton-ca", "triton-headers": "token"}
+    mounts = {m["name"]: m for m in container(job)["volumeMounts"]}
+    assert mounts["triton-tls"]["mountPath"] == "/var/run/batchpredict/tls"
+    assert mounts["triton-headers"]["mountPath"] == "/var/run/batchpredict/headers"
+    assert mounts["triton-tls"]["readOnly"] is True
+    plain = build_worker_job(OWNER, spec_with(), CONFIG, shards=1, round_=0)
+    assert [v["name"] for v in plain["spec"]["template"]["spec"]["volumes"]] == ["tmp"]

@@ -8,6 +8,7 @@ from typing import Any
 from batchpredict.api.v1alpha1.serving import TritonSidecar
 from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
 from batchpredict.controller.config import OperatorConfig
+from batchpredict.incluster import TRITON_HEADERS_DIR, TRITON_TLS_DIR
 from batchpredict.reconcile.naming import Role
 
 WORKER_CONTAINER = "worker"
@@ -122,6 +123,22 @@ def triton_sidecar(sidecar: TritonSidecar) -> dict[str, Any]:
     return container
 
 
+def triton_secret_mounts(
+    spec: BatchPredictionSpec,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts) for the TLS and header Secrets of spec.triton, where the worker reads
+    them (batchpredict.incluster). Secrets stay in files: never in env, never logged."""
+    triton = spec.triton
+    wanted: list[tuple[str, str, str]] = []
+    if triton is not None and triton.tls is not None and triton.tls.secret_name:
+        wanted.append(("triton-tls", triton.tls.secret_name, TRITON_TLS_DIR))
+    if triton is not None and triton.headers_secret:
+        wanted.append(("triton-headers", triton.headers_secret, TRITON_HEADERS_DIR))
+    volumes = [{"name": name, "secret": {"secretName": secret}} for name, secret, _ in wanted]
+    mounts = [{"name": name, "mountPath": path, "readOnly": True} for name, _, path in wanted]
+    return volumes, mounts
+
+
 def build_pod_template(
     spec: BatchPredictionSpec,
     config: OperatorConfig,
@@ -131,6 +148,7 @@ def build_pod_template(
     env: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The pod template of a plan, shard or finalize Job."""
+    secret_volumes, secret_mounts = triton_secret_mounts(spec)
     worker: dict[str, Any] = {
         "name": WORKER_CONTAINER,
         "image": spec.worker.image or config.worker_image,
@@ -139,7 +157,11 @@ def build_pod_template(
         "env": env,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *(spec.worker.volume_mounts or [])],  # noqa: S108
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (an emptyDir)
+            *secret_mounts,
+            *(spec.worker.volume_mounts or []),
+        ],
     }
     if role is Role.SHARDS:
         resources = worker_resources(spec, config)
@@ -150,7 +172,11 @@ def build_pod_template(
         "serviceAccountName": spec.worker.service_account_name or config.worker_service_account,
         "securityContext": POD_SECURITY_CONTEXT,
         "containers": [worker],
-        "volumes": [{"name": "tmp", "emptyDir": {}}, *(spec.worker.volumes or [])],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {}},
+            *secret_volumes,
+            *(spec.worker.volumes or []),
+        ],
         **scheduling(spec, config),
     }
     if spec.worker.priority_class_name:

@@ -10,7 +10,7 @@ from pathlib import Path
 from batchpredict.api.v1alpha1.serving import TritonProtocol
 from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
 from batchpredict.api.validation import InvalidSpecError, parse_spec
-from batchpredict.incluster import TERMINATION_LOG, in_pod
+from batchpredict.incluster import TERMINATION_LOG, TRITON_HEADERS_DIR, TRITON_TLS_DIR, in_pod
 from batchpredict.triton.client import TlsFiles, TritonClient
 from batchpredict.worker import exit_codes
 
@@ -90,8 +90,8 @@ def load_env(env: dict[str, str] | None = None) -> WorkerEnv:
         report_file=env.get("BATCHPREDICT_REPORT_FILE") or None,
         report_interval=float(env.get("BATCHPREDICT_REPORT_INTERVAL", "5")),
         termination_log=_pod_path(env, "BATCHPREDICT_TERMINATION_LOG", TERMINATION_LOG),
-        tls_dir=_pod_path(env, "BATCHPREDICT_TLS_DIR", "/var/run/batchpredict/tls"),
-        headers_dir=_pod_path(env, "BATCHPREDICT_HEADERS_DIR", "/var/run/batchpredict/headers"),
+        tls_dir=_pod_path(env, "BATCHPREDICT_TLS_DIR", TRITON_TLS_DIR),
+        headers_dir=_pod_path(env, "BATCHPREDICT_HEADERS_DIR", TRITON_HEADERS_DIR),
         triton_wait=float(env.get("BATCHPREDICT_TRITON_WAIT", "60")),
         chunk_items=_int(env, "BATCHPREDICT_CHUNK_ITEMS", None),
     )
