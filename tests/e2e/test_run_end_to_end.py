@@ -93,6 +93,11 @@ def test_a_run_succeeds_with_live_progress(
         "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=score"
     ).stdout
     assert "Succeeded" in events and "Running" in events
+    metrics = operator_process.metrics()
+    assert 'batchpredict_runs{phase="Succeeded"}' in metrics
+    assert 'batchpredict_jobs_created_total{role="shards"}' in metrics
+    assert "batchpredict_status_patches_total" in metrics
+    assert "batchpredict_reconcile_duration_seconds_count" in metrics
     jobs = cluster.get("jobs", namespace=namespace)["items"]
     assert sorted(j["metadata"]["name"] for j in jobs) == [
         "score-finalize",
