@@ -179,6 +179,36 @@ def wait_until(
     return cluster.wait_for(status_if_done, what, timeout=timeout)
 
 
+# The `slow` model with small chunks: a run that lasts long enough to act on mid-way, and
+# commits output often enough that something is kept when it stops.
+SLOW: dict[str, Any] = {"model": {"name": "slow"}, "batching": {"batchSize": 8, "concurrency": 1}}
+SLOW_SMALL_CHUNKS: dict[str, Any] = {
+    **SLOW,
+    "worker": {"env": [{"name": "BATCHPREDICT_CHUNK_ITEMS", "value": "40"}]},
+}
+
+
+def start_slow_run(
+    cluster: Cluster,
+    *,
+    name: str,
+    namespace: str,
+    triton: TritonHandle,
+    dataset: Path,
+    output: Path,
+    succeeded: int,
+) -> None:
+    """Apply a slow run and return once at least `succeeded` items are done."""
+    cluster.apply(batch_prediction(name, triton, dataset, output, **SLOW_SMALL_CHUNKS), namespace)
+    wait_until(
+        cluster,
+        name,
+        namespace,
+        lambda s: (s.get("items") or {}).get("succeeded", 0) >= succeeded,
+        f"{succeeded} items done",
+    )
+
+
 def pods_of(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
     return list(cluster.get("pods", namespace=namespace)["items"])
 

@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 from tests.e2e.conftest import (
+    SLOW,
     OperatorProcess,
     assert_each_item_once,
     batch_prediction,
     pods_of,
+    start_slow_run,
     wait_for_phase,
     wait_until,
     write_items,
@@ -20,7 +22,6 @@ from tests.harness.fixtures import Cluster
 from tests.harness.triton_server import TritonHandle
 
 TERMINAL = {"Succeeded", "PartiallySucceeded", "Failed", "Cancelled"}
-SLOW = {"model": {"name": "slow"}, "batching": {"batchSize": 8, "concurrency": 1}}
 
 
 def events(cluster: Cluster, namespace: str, name: str) -> list[dict[str, str]]:
@@ -128,15 +129,14 @@ def test_suspend_then_resume_completes_with_exact_counts(
     tmp_path: Path,
 ) -> None:
     output = tmp_path / "out"
-    bp = batch_prediction("pausable", triton_server, dataset, output, **SLOW)
-    bp["spec"]["worker"] = {"env": [{"name": "BATCHPREDICT_CHUNK_ITEMS", "value": "40"}]}
-    cluster.apply(bp, namespace)
-    wait_until(
+    start_slow_run(
         cluster,
-        "pausable",
-        namespace,
-        lambda s: (s.get("items") or {}).get("succeeded", 0) > 0,
-        "progress",
+        name="pausable",
+        namespace=namespace,
+        triton=triton_server,
+        dataset=dataset,
+        output=output,
+        succeeded=1,
     )
     cluster.kubectl(
         "patch",
@@ -184,15 +184,14 @@ def test_cancel_stops_the_pods_and_keeps_the_outputs(
     tmp_path: Path,
 ) -> None:
     output = tmp_path / "out"
-    bp = batch_prediction("stopme", triton_server, dataset, output, **SLOW)
-    bp["spec"]["worker"] = {"env": [{"name": "BATCHPREDICT_CHUNK_ITEMS", "value": "40"}]}
-    cluster.apply(bp, namespace)
-    wait_until(
+    start_slow_run(
         cluster,
-        "stopme",
-        namespace,
-        lambda s: (s.get("items") or {}).get("succeeded", 0) >= 80,
-        "some chunks committed",
+        name="stopme",
+        namespace=namespace,
+        triton=triton_server,
+        dataset=dataset,
+        output=output,
+        succeeded=80,
     )
     cluster.kubectl("annotate", "bp", "stopme", "-n", namespace, "batchpredict.io/cancel=true")
     status = wait_for_phase(

@@ -6,10 +6,12 @@ import time
 from pathlib import Path
 
 from tests.e2e.conftest import (
+    SLOW,
     OperatorProcess,
     assert_each_item_once,
     batch_prediction,
     pods_of,
+    start_slow_run,
     wait_for_phase,
     wait_until,
 )
@@ -17,7 +19,6 @@ from tests.harness.fixtures import Cluster
 from tests.harness.triton_server import TritonHandle
 
 TERMINAL = {"Succeeded", "PartiallySucceeded", "Failed"}
-SLOW = {"model": {"name": "slow"}, "batching": {"batchSize": 8, "concurrency": 1}}
 
 
 def test_operator_killed_mid_run_leaves_one_job_and_exact_counts(
@@ -59,15 +60,14 @@ def test_deleting_a_run_removes_its_jobs_and_pods_and_keeps_outputs(
     tmp_path: Path,
 ) -> None:
     output = tmp_path / "out"
-    bp = batch_prediction("doomed", triton_server, dataset, output, **SLOW)
-    bp["spec"]["worker"] = {"env": [{"name": "BATCHPREDICT_CHUNK_ITEMS", "value": "40"}]}
-    cluster.apply(bp, namespace)
-    wait_until(
+    start_slow_run(
         cluster,
-        "doomed",
-        namespace,
-        lambda s: (s.get("items") or {}).get("succeeded", 0) >= 80,
-        "some chunks committed",
+        name="doomed",
+        namespace=namespace,
+        triton=triton_server,
+        dataset=dataset,
+        output=output,
+        succeeded=80,
     )
     cluster.kubectl("delete", "bp", "doomed", "-n", namespace, "--wait=true", timeout=60)
     cluster.wait_for(
