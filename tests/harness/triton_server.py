@@ -107,6 +107,10 @@ def start_triton(
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     libs = str(wheel / "nvidia_pytriton.libs")
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libs, env.get("LD_LIBRARY_PATH")) if p)
+    # numpy's BLAS threads in the Python-backend stubs spin between requests: on a machine
+    # with few cores that spinning takes the CPU the client needs (see benchmarks/README.md).
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(name, "1")
     ports = [_free_port() for _ in range(3)]
     log_path = workdir / "tritonserver.log"
     command = [

@@ -245,16 +245,34 @@ class Dataset:
         return mask
 
     def _arrow_ids(self, record: pa.RecordBatch, numbers: range | list[int]) -> pa.Array:
-        row_numbers = pc.cast(pa.array(np.asarray(numbers, dtype=np.int64)), pa.string())
         id_field = self.spec.id_field
         if id_field and id_field in record.schema.names:
+            ids = record.column(id_field)
+            ids = ids if ids.type == pa.string() else pc.cast(ids, pa.string())
+            if not ids.null_count:
+                return ids
             # An item without an id falls back to its row number.
-            return pc.coalesce(pc.cast(record.column(id_field), pa.string()), row_numbers)
-        return row_numbers
+            return pc.coalesce(ids, _row_numbers(numbers))
+        return _row_numbers(numbers)
+
+
+def _row_numbers(numbers: range | list[int]) -> pa.Array:
+    return pc.cast(pa.array(np.asarray(numbers, dtype=np.int64)), pa.string())
 
 
 def _rows(parquet: pq.ParquetFile, group: int) -> int:
     return int(parquet.metadata.row_group(group).num_rows)
+
+
+def slice_items(batch: ItemBatch, start: int, stop: int) -> ItemBatch:
+    """The items of `batch` at indices [start, stop) (Arrow slices: no copy)."""
+    return ItemBatch(
+        positions=batch.positions[start:stop],
+        ids=batch.ids.slice(start, stop - start),
+        rows=batch.rows[start:stop] if batch.rows is not None else None,
+        table=batch.table.slice(start, stop - start) if batch.table is not None else None,
+        errors={i - start: e for i, e in batch.errors.items() if start <= i < stop},
+    )
 
 
 def take(batch: ItemBatch, keep: NDArray[np.intp]) -> ItemBatch:

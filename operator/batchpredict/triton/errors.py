@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import grpc
 from tritonclient.utils import InferenceServerException
 
 # gRPC codes worth retrying, and their HTTP equivalents (DESIGN.md section 5).
@@ -45,6 +46,9 @@ def classify(error: BaseException) -> RequestError:
         # A model being (re)loaded answers "unknown model"/"not ready" for a moment.
         transient = code in _TRANSIENT
         return RequestError(code, message, transient)
+    if isinstance(error, grpc.aio.AioRpcError):  # the raw stub the worker infers through
+        code = error.code().name
+        return RequestError(code, str(error.details() or code), code in _TRANSIENT)
     if isinstance(error, asyncio.TimeoutError | TimeoutError):
         return RequestError("DEADLINE_EXCEEDED", "request timed out", transient=True)
     if isinstance(error, ConnectionError | OSError) or _is_aiohttp_error(error):

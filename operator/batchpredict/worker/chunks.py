@@ -14,9 +14,44 @@ from batchpredict.io.layout import OutputLayout
 from batchpredict.io.writers import encode_jsonl, encode_table
 from batchpredict.triton.tensors import OutputBinding
 from batchpredict.worker.postprocess import output_columns
+from batchpredict.worker.preprocess import Prepared
 
 log = logging.getLogger(__name__)
 ID_COLUMN = "id"
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Items of one answered request: where they are in their batch, and the model's outputs."""
+
+    prepared: Prepared
+    indices: NDArray[np.intp]
+    outputs: dict[str, NDArray[Any]]
+
+    def order(self) -> NDArray[np.int64]:
+        if self.prepared.order is None:
+            raise RuntimeError("a prepared batch has no work-list order")
+        return self.prepared.order[self.indices]
+
+    def table(self) -> pa.Table:
+        """Ids and carried input fields of the piece's items."""
+        indices, n = self.indices, len(self.indices)
+        first = int(indices[0])
+        # Requests are usually contiguous runs of their batch: zero-copy Arrow slices.
+        contiguous = int(indices[-1]) - first + 1 == n
+
+        def pick(values: pa.Array) -> pa.Array:
+            return values.slice(first, n) if contiguous else values.take(pa.array(indices))
+
+        data: dict[str, Any] = {ID_COLUMN: pick(self.prepared.batch.ids)}
+        for name, values in self.prepared.carried.items():
+            if name == ID_COLUMN:
+                continue
+            if isinstance(values, pa.Array | pa.ChunkedArray):
+                data[name] = pick(values)
+            else:
+                data[name] = [values[i] for i in indices.tolist()]
+        return pa.table(data)
 
 
 @dataclass
@@ -26,11 +61,9 @@ class Chunk:
     number: int
     expected: int
     resolved: int = 0
-    # Succeeded items, one piece per request: input columns (ids, carried fields), raw
-    # outputs and work-list order. Postprocessing happens once per chunk, in the writer thread.
-    pieces: list[pa.Table] = field(default_factory=list)
-    outputs: list[dict[str, NDArray[Any]]] = field(default_factory=list)
-    orders: list[NDArray[Any]] = field(default_factory=list)
+    # Succeeded items, one piece per request: tables and postprocessing are built once per
+    # chunk, in the writer thread, to keep the event loop free.
+    pieces: list[Piece] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -40,11 +73,12 @@ def predictions_table(
     """The chunk's predictions in work-list order: id, carried fields, postprocessed outputs."""
     if not chunk.pieces:
         return pa.table({ID_COLUMN: pa.array([], pa.string())})
-    table = pa.concat_tables(chunk.pieces, promote_options="default")
+    table = pa.concat_tables([piece.table() for piece in chunk.pieces], promote_options="default")
     outputs = {
-        name: np.concatenate([piece[name] for piece in chunk.outputs]) for name in output_names
+        name: np.concatenate([piece.outputs[name] for piece in chunk.pieces])
+        for name in output_names
     }
-    order = np.concatenate(chunk.orders)
+    order = np.concatenate([piece.order() for piece in chunk.pieces])
     if len(order) > 1 and not (np.diff(order) > 0).all():  # replies came out of order
         sort = np.argsort(order, kind="stable")
         table = table.take(pa.array(sort))

@@ -1,33 +1,36 @@
-"""The shard pipeline: read and preprocess in a thread, keep `concurrency` requests in flight,
-commit each chunk atomically once every item in it has an outcome.
+"""The shard pipeline: read, preprocess and encode requests in a thread; `concurrency` lanes
+on the event loop each keep one request in flight; commit each chunk atomically once every
+item in it has an outcome.
 
 Flow control: a bounded queue between the reading thread and the event loop keeps memory flat
-whatever the shard size; requests are bounded by a semaphore.
+whatever the shard size. The event loop does as little as it can per request (send, check,
+file the answer): for a fast model it is what limits throughput.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from numpy.typing import NDArray
 
 from batchpredict.api.v1alpha1.execution import BackoffSpec
 from batchpredict.io.layout import OutputLayout
-from batchpredict.io.readers import ItemBatch, take
+from batchpredict.io.readers import ItemBatch, slice_items
 from batchpredict.triton.client import TritonClient
 from batchpredict.triton.errors import RequestError
 from batchpredict.triton.tensors import OutputBinding
-from batchpredict.worker.chunks import ID_COLUMN, Chunk, write_chunk
+from batchpredict.worker.chunks import Chunk, Piece, write_chunk
 from batchpredict.worker.preprocess import Prepared, Preprocessor, Request
-from batchpredict.worker.tuning import ConcurrencyTuner, Limiter
+from batchpredict.worker.tuning import ConcurrencyTuner
 
 log = logging.getLogger(__name__)
 READ_ROWS = 16384
@@ -53,6 +56,36 @@ class Settings:
 OnCommit = Callable[[int, int, list[dict[str, Any]]], None]
 
 
+class RequestFeed:
+    """Hands the lanes the queued batches' requests, one at a time, in order."""
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[Prepared | None],
+        on_batch: Callable[[Prepared], None],
+    ) -> None:
+        self._queue = queue
+        self._on_batch = on_batch
+        self._pending: deque[tuple[Prepared, Request]] = deque()
+        self._refill = asyncio.Lock()
+        self._exhausted = False
+
+    async def next(self) -> tuple[Prepared, Request] | None:
+        while not self._pending:
+            if self._exhausted:
+                return None
+            async with self._refill:  # one lane waits for the next batch, the others on it
+                if self._pending or self._exhausted:
+                    continue
+                prepared = await self._queue.get()
+                if prepared is None:
+                    self._exhausted = True
+                    continue
+                self._on_batch(prepared)
+                self._pending.extend((prepared, r) for r in prepared.requests)
+        return self._pending.popleft()
+
+
 class ShardPipeline:
     def __init__(
         self,
@@ -75,9 +108,8 @@ class ShardPipeline:
             settings.concurrency, settings.max_concurrency, adaptive=settings.adaptive
         )
         self._chunks: dict[int, Chunk] = {}
-        self._commits: set[asyncio.Task[None]] = set()
-        # Errors of finished request/commit tasks: the shard is broken, stop and report.
-        self._crashed: list[BaseException] = []
+        self._lanes: dict[int, asyncio.Task[None]] = {}
+        self._group: asyncio.TaskGroup | None = None
         self._work_array: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self._work: Sequence[int] = range(0)
 
@@ -92,35 +124,42 @@ class ShardPipeline:
         # Batches read ahead: enough to keep the largest in-flight level busy, bounded memory.
         queue: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=4)
         stop = threading.Event()
-        producer = asyncio.create_task(
-            asyncio.to_thread(self._produce, read, work, todo, loop, queue, stop)
-        )
-        slots = Limiter(self.tuner)
-        requests: set[asyncio.Task[None]] = set()
+        feed = RequestFeed(queue, self._record_errors)
         try:
-            while (prepared := await queue.get()) is not None:
-                self._record_errors(prepared)
-                for request in prepared.requests:
-                    await slots.acquire()
-                    self._raise_crash()
-                    task = asyncio.create_task(self._resolve(prepared, request, slots))
-                    self._track(task, requests)
-            await producer
-            await asyncio.gather(*requests)
-            while self._commits:
-                await asyncio.gather(*list(self._commits))
-            self._raise_crash()
+            # A failing lane, commit or reader cancels the rest: the shard is broken.
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                group.create_task(
+                    asyncio.to_thread(self._produce, read, work, todo, loop, queue, stop)
+                )
+                self._start_lanes(feed)
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
         finally:
             stop.set()
-            for task in (*requests, *self._commits):
-                task.cancel()
+            self._group = None
         unfinished = [c.number for c in self._chunks.values() if c.resolved < c.expected]
         if unfinished:
             raise RuntimeError(f"chunks {unfinished} did not receive every item from the dataset")
 
-    def _raise_crash(self) -> None:
-        if self._crashed:
-            raise self._crashed[0]
+    def _start_lanes(self, feed: RequestFeed) -> None:
+        """Run lanes 0 .. tuner.limit-1 (the tuner may have raised the limit)."""
+        if self._group is None:
+            return
+        for number in range(self.tuner.limit):
+            if number not in self._lanes:
+                self._lanes[number] = self._group.create_task(self._lane(number, feed))
+
+    async def _lane(self, number: int, feed: RequestFeed) -> None:
+        """One request in flight at a time; lanes above the tuner's limit stop."""
+        try:
+            while number < self.tuner.limit and (item := await feed.next()) is not None:
+                prepared, request = item
+                await self._resolve(prepared, request)
+                self.tuner.completed(len(request.indices))
+                self._start_lanes(feed)
+        finally:
+            del self._lanes[number]
 
     def _plan_chunks(self, work: Sequence[int], todo: list[int]) -> None:
         size = self.settings.chunk_items
@@ -158,6 +197,13 @@ class ShardPipeline:
                 for part, order in self._split_by_chunk(batch):
                     prepared = self.preprocessor.prepare(part)
                     prepared.order = order
+                    for request in prepared.requests:
+                        request.encoded = self.client.encode(
+                            self.settings.model,
+                            self.settings.version,
+                            self._inputs(request),
+                            self.output_names,
+                        )
                     self._put(loop, queue, prepared, stop)
         finally:
             self._put(loop, queue, None, stop)
@@ -191,19 +237,10 @@ class ShardPipeline:
         if chunks[0] == chunks[-1]:
             yield batch, order
             return
-        for c in np.unique(chunks):
-            keep = np.flatnonzero(chunks == c)
-            yield take(batch, keep), order[keep]
-
-    def _track(self, task: asyncio.Task[None], tasks: set[asyncio.Task[None]]) -> None:
-        tasks.add(task)
-
-        def done(task: asyncio.Task[None]) -> None:
-            tasks.discard(task)
-            if not task.cancelled() and (error := task.exception()) is not None:
-                self._crashed.append(error)
-
-        task.add_done_callback(done)
+        # Positions ascend, so each chunk's items are one run of the batch: slice, not copy.
+        bounds = [0, *np.flatnonzero(np.diff(chunks)) + 1, len(chunks)]
+        for start, stop in itertools.pairwise(bounds):
+            yield slice_items(batch, int(start), int(stop)), order[start:stop]
 
     @staticmethod
     def _order_of(prepared: Prepared) -> NDArray[np.int64]:
@@ -236,53 +273,55 @@ class ShardPipeline:
             ]
             self._resolved(self._chunk_of(prepared), failures=failures)
 
-    async def _resolve(
-        self, prepared: Prepared, request: Request, slots: Limiter | None = None
-    ) -> None:
-        try:
-            outputs, error, attempts = await self._infer(request.tensors)
-            if error is not None and not error.transient and len(request.indices) > 1:
-                # Split to isolate the item at fault; its neighbours still succeed.
-                half = len(request.indices) // 2
-                for part in (slice(None, half), slice(half, None)):
-                    sub = Request(
-                        request.indices[part], {k: v[part] for k, v in request.tensors.items()}
-                    )
-                    await self._resolve(prepared, sub)
-                return
-            chunk = self._chunk_of(prepared)
-            if error is not None:
-                failures = [
-                    self._failure(
-                        prepared.batch, i, error.code, error.message, attempts, error.transient
-                    )
-                    for i in request.indices.tolist()
-                ]
-                self._resolved(chunk, failures=failures)
-            else:
-                self._succeeded(chunk, prepared, request.indices, outputs)
-        finally:
-            if slots is not None:
-                await slots.release(len(request.indices))
+    async def _resolve(self, prepared: Prepared, request: Request) -> None:
+        outputs, error, attempts = await self._infer(request)
+        if error is not None and not error.transient and len(request.indices) > 1:
+            # Split to isolate the item at fault; its neighbours still succeed.
+            half = len(request.indices) // 2
+            for part in (slice(None, half), slice(half, None)):
+                sub = Request(
+                    request.indices[part], {k: v[part] for k, v in request.tensors.items()}
+                )
+                await self._resolve(prepared, sub)
+            return
+        chunk = self._chunk_of(prepared)
+        if error is not None:
+            failures = [
+                self._failure(
+                    prepared.batch, i, error.code, error.message, attempts, error.transient
+                )
+                for i in request.indices.tolist()
+            ]
+            self._resolved(chunk, failures=failures)
+        else:
+            self._succeeded(chunk, prepared, request.indices, outputs)
+
+    def _inputs(self, request: Request) -> dict[str, tuple[NDArray[Any], str]]:
+        return {b.tensor: (request.tensors[b.tensor], b.datatype) for b in self.preprocessor.inputs}
 
     async def _infer(
-        self, tensors: dict[str, NDArray[Any]]
+        self, request: Request
     ) -> tuple[dict[str, NDArray[Any]], RequestError | None, int]:
-        inputs = {b.tensor: (tensors[b.tensor], b.datatype) for b in self.preprocessor.inputs}
         backoff = self.settings.backoff
         for attempt in range(1, self.settings.attempts + 1):
             try:
                 outputs = await self.client.infer(
-                    self.settings.model, self.settings.version, inputs, self.output_names
+                    self.settings.model,
+                    self.settings.version,
+                    self._inputs(request),
+                    self.output_names,
+                    request.encoded,
                 )
             except RequestError as error:
                 if not error.transient or attempt == self.settings.attempts:
+                    request.encoded = None
                     return {}, error, attempt
                 delay = min(
                     backoff.max_seconds, backoff.initial_seconds * backoff.factor ** (attempt - 1)
                 )
                 await asyncio.sleep(delay * (1 + backoff.jitter * random.random()))  # noqa: S311
             else:
+                request.encoded = None  # sent: free its copy of the tensors
                 return outputs, None, attempt
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -293,55 +332,34 @@ class ShardPipeline:
         indices: NDArray[np.intp],
         outputs: dict[str, NDArray[Any]],
     ) -> None:
-        batch = prepared.batch
         n = len(indices)
         rows = {name: array.shape[0] if array.ndim else 0 for name, array in outputs.items()}
         if any(count != n for count in rows.values()):
             message = f"the model returned {rows} rows for {n} items"
             failures = [
-                self._failure(batch, i, "BAD_OUTPUT", message, 1, False) for i in indices.tolist()
+                self._failure(prepared.batch, i, "BAD_OUTPUT", message, 1, False)
+                for i in indices.tolist()
             ]
             self._resolved(chunk, failures=failures)
             return
-        first = int(indices[0])
-        # Requests are usually contiguous slices of their batch: zero-copy Arrow slices.
-        contiguous = int(indices[-1]) - first + 1 == n
-
-        def pick(values: pa.Array) -> pa.Array:
-            return values.slice(first, n) if contiguous else values.take(pa.array(indices))
-
-        data: dict[str, Any] = {ID_COLUMN: pick(batch.ids)}
-        for name, values in prepared.carried.items():
-            if name == ID_COLUMN:
-                continue
-            if isinstance(values, pa.Array):
-                data[name] = pick(values)
-            else:
-                data[name] = [values[i] for i in indices.tolist()]
-        self._resolved(
-            chunk, table=pa.table(data), outputs=outputs, order=self._order_of(prepared)[indices]
-        )
+        # The table is built once per chunk, in the writer thread.
+        self._resolved(chunk, piece=Piece(prepared, indices, outputs))
 
     def _resolved(
         self,
         chunk: Chunk,
         *,
         failures: list[dict[str, Any]] | None = None,
-        table: pa.Table | None = None,
-        outputs: dict[str, NDArray[Any]] | None = None,
-        order: NDArray[Any] | None = None,
+        piece: Piece | None = None,
     ) -> None:
         if failures:
             chunk.failures.extend(failures)
             chunk.resolved += len(failures)
-        if table is not None and order is not None and outputs is not None:
-            chunk.pieces.append(table)
-            chunk.outputs.append(outputs)
-            chunk.orders.append(order)
-            chunk.resolved += table.num_rows
-        if chunk.resolved >= chunk.expected:
-            task = asyncio.create_task(self._commit(chunk))
-            self._track(task, self._commits)
+        if piece is not None:
+            chunk.pieces.append(piece)
+            chunk.resolved += len(piece.indices)
+        if chunk.resolved >= chunk.expected and self._group is not None:
+            self._group.create_task(self._commit(chunk))
 
     async def _commit(self, chunk: Chunk) -> None:
         del self._chunks[chunk.number]

@@ -34,6 +34,8 @@ class Request:
 
     indices: NDArray[np.intp]
     tensors: dict[str, NDArray[Any]]
+    # The request as sent (TritonClient.encode), built ahead in the reading thread.
+    encoded: Any = None
 
 
 @dataclass
