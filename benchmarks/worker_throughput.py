@@ -1,12 +1,18 @@
-"""Worker throughput against an ideal client, and worker memory against shard size.
+"""Worker throughput against ideal clients, and worker memory against shard size.
 
 Starts tritonserver, then for each model, in one run:
-  1. an ideal client replays pre-built requests (no reading, no preprocessing, no writing)
-     at the batch size and concurrency the worker picks automatically;
+  1. two ideal clients replay pre-built requests (no reading, no preprocessing, no writing)
+     at the batch size and concurrency the worker picks automatically: tritonclient's
+     grpc.aio client with pre-built InferInputs, and Triton's generated gRPC stub with
+     pre-built ModelInferRequest protobufs (the cheapest client we know; the worker uses it);
   2. the worker (plan + one shard, as `batchpredict-worker` processes) reads N items from
      Parquet, preprocesses, infers, writes Parquet chunks;
-  3. the ideal client again (the two ideal runs are averaged: this machine is noisy);
+  3. the ideal clients again (runs are averaged: this machine is noisy);
 then peak RSS of a shard worker for 100,000 and 1,000,000 items.
+
+The ratio is taken against the faster ideal client. CPU seconds of each side and of
+tritonserver are printed too: where client and server share a few cores, throughput is
+bounded by the CPU both spend, and these figures say where it goes (benchmarks/README.md).
 
 Models (tests/harness/models): `double` (y = 2x, one float per item: the cheapest possible
 request, so the ratio measures the worker's own per-item cost against bare gRPC) and `mlp`
@@ -29,13 +35,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import service_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.harness.triton_server import TritonHandle, start_triton, write_model_repository
+
+from batchpredict.triton.client import GRPC_CHANNEL_ARGS, encode_request
 
 WORKER = str(Path(sys.executable).parent / "batchpredict-worker")
 MODELS = ("double", "mlp")
@@ -98,15 +108,37 @@ def worker_env(
     }
 
 
-def run_role(role: str, env: dict[str, str]) -> tuple[float, int]:
-    """Run one worker role; returns (wall seconds, peak RSS in KiB)."""
+def run_role(role: str, env: dict[str, str]) -> tuple[float, int, float]:
+    """Run one worker role; returns (wall seconds, peak RSS in KiB, CPU seconds)."""
     started = time.monotonic()
     process = subprocess.Popen([WORKER, role], env=env, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"worker {role} exited {process.returncode}")
-    return time.monotonic() - started, int(usage.ru_maxrss)
+    cpu = usage.ru_utime + usage.ru_stime
+    return time.monotonic() - started, int(usage.ru_maxrss), cpu
+
+
+def server_cpu(triton: TritonHandle) -> float:
+    """CPU seconds used so far by tritonserver and its Python-backend stub processes."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0.0, [triton.process.pid]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def run_worker(triton: TritonHandle, model: str, items: int, tmp: Path) -> dict[str, Any]:
@@ -116,17 +148,18 @@ def run_worker(triton: TritonHandle, model: str, items: int, tmp: Path) -> dict[
     out = tmp / f"out-{model}-{items}-{time.monotonic_ns()}"
     env = worker_env(triton, model, data, out, tmp)
     run_role("plan", env)
-    wall, rss = run_role("shard", env)
+    server = server_cpu(triton)
+    wall, rss, cpu = run_role("shard", env)
+    server = server_cpu(triton) - server
     manifest = json.loads((out / "rounds/000/shard-00000/manifest.json").read_text())
     if manifest["succeeded"] != items:
         raise SystemExit(f"worker predicted {manifest['succeeded']} of {items} items")
-    return {**manifest, "wall": wall, "rss_kib": rss}
+    shutil.rmtree(out, ignore_errors=True)
+    return {**manifest, "wall": wall, "rss_kib": rss, "cpu": cpu, "server_cpu": server}
 
 
-async def ideal_client(url: str, model: str, items: int, batch: int, concurrency: int) -> float:
-    """Items/s of a client that only replays pre-built requests."""
-    client = grpcclient.InferenceServerClient(url)
-    name, output = ("features", "probs") if model == "mlp" else ("x", "y")
+def _requests(model: str, items: int, batch: int) -> list[tuple[str, np.ndarray]]:
+    name = "features" if model == "mlp" else "x"
     requests = []
     for start in range(0, items, batch):
         stop = min(items, start + batch)
@@ -134,9 +167,18 @@ async def ideal_client(url: str, model: str, items: int, batch: int, concurrency
             x = features(start, stop)
         else:
             x = np.arange(start, stop, dtype=np.float32).reshape(-1, 1)
-        tensor = grpcclient.InferInput(name, list(x.shape), "FP32")
-        tensor.set_data_from_numpy(x)
-        requests.append([tensor])
+        requests.append((name, x))
+    return requests
+
+
+def _output(model: str) -> str:
+    return "probs" if model == "mlp" else "y"
+
+
+async def tritonclient_ideal(url: str, model: str, requests: list[Any], concurrency: int) -> None:
+    """Replays pre-built tritonclient InferInputs through tritonclient's grpc.aio client."""
+    client = grpcclient.InferenceServerClient(url, channel_args=GRPC_CHANNEL_ARGS)
+    output = _output(model)
     outputs = [grpcclient.InferRequestedOutput(output)]
     queue = iter(requests)
 
@@ -145,34 +187,87 @@ async def ideal_client(url: str, model: str, items: int, batch: int, concurrency
             result = await client.infer(model, request, outputs=outputs)
             result.as_numpy(output)
 
-    started = time.monotonic()
     await asyncio.gather(*(lane() for _ in range(concurrency)))
-    elapsed = time.monotonic() - started
     await client.close()
-    return items / elapsed
+
+
+async def stub_ideal(url: str, model: str, requests: list[Any], concurrency: int) -> None:
+    """Replays pre-built ModelInferRequest protobufs through Triton's generated gRPC stub."""
+    async with grpc.aio.insecure_channel(url, options=GRPC_CHANNEL_ARGS) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        queue = iter(requests)
+
+        async def lane() -> None:
+            for request in queue:
+                response = await stub.ModelInfer(request)
+                np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
+
+        await asyncio.gather(*(lane() for _ in range(concurrency)))
+
+
+IDEALS = {"tritonclient": tritonclient_ideal, "grpc stub": stub_ideal}
+
+
+def ideal_client(  # noqa: PLR0917 (the settings the worker ran with)
+    triton: TritonHandle, kind: str, model: str, items: int, batch: int, concurrency: int
+) -> dict[str, float]:
+    """Items/s and CPU seconds (client, server) of one ideal client over `items` items."""
+    built: list[Any] = []
+    for name, x in _requests(model, items, batch):
+        if kind == "tritonclient":
+            tensor = grpcclient.InferInput(name, list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            built.append([tensor])
+        else:
+            built.append(encode_request(model, None, {name: (x, "FP32")}, [_output(model)]))
+    server = server_cpu(triton)
+    cpu = time.process_time()
+    started = time.monotonic()
+    asyncio.run(IDEALS[kind](triton.grpc_url, model, built, concurrency))
+    elapsed = time.monotonic() - started
+    return {
+        "rate": items / elapsed,
+        "cpu": time.process_time() - cpu,
+        "server_cpu": server_cpu(triton) - server,
+    }
+
+
+def _mean(runs: list[dict[str, float]], key: str) -> float:
+    return sum(r[key] for r in runs) / len(runs)
 
 
 def compare(triton: TritonHandle, model: str, items: int, tmp: Path) -> None:
     # A warm-up run over the same items picks (and tunes) the automatic settings that the
-    # ideal client then uses.
+    # ideal clients then use.
     warm = run_worker(triton, model, items, tmp)
     batch, concurrency = warm["batchSize"], warm["concurrency"]
-    url = triton.grpc_url
-    ideal = [asyncio.run(ideal_client(url, model, items, batch, concurrency))]
+    ideal: dict[str, list[dict[str, float]]] = {kind: [] for kind in IDEALS}
+    for kind in IDEALS:
+        ideal[kind].append(ideal_client(triton, kind, model, items, batch, concurrency))
     worker = run_worker(triton, model, items, tmp)
-    ideal.append(asyncio.run(ideal_client(url, model, items, batch, concurrency)))
-    ideal_rate = sum(ideal) / len(ideal)
-    worker_rate = items / worker["seconds"]
+    for kind in reversed(IDEALS):
+        ideal[kind].append(ideal_client(triton, kind, model, items, batch, concurrency))
+    per_million = 1e6 / items
     print(f"== model {model}: {items:,} items, Parquet in, Parquet out, 1 shard")
     print(f"automatic settings: batch size {batch}, concurrency {concurrency}")
-    print(
-        f"ideal client: {ideal_rate:,.0f} items/s (runs: {', '.join(f'{r:,.0f}' for r in ideal)})"
-    )
+    for kind, runs in ideal.items():
+        rates = ", ".join(f"{r['rate']:,.0f}" for r in runs)
+        print(
+            f"ideal client ({kind}): {_mean(runs, 'rate'):,.0f} items/s "
+            f"(runs: {rates}); CPU s per 1M items: "
+            f"client {_mean(runs, 'cpu') * per_million:.2f}, "
+            f"tritonserver {_mean(runs, 'server_cpu') * per_million:.2f}"
+        )
+    worker_rate = items / worker["seconds"]
     print(
         f"worker: {worker_rate:,.0f} items/s in the shard pipeline "
-        f"({items / worker['wall']:,.0f} items/s counting process start and model checks)"
+        f"({items / worker['wall']:,.0f} items/s counting process start and model checks); "
+        f"CPU s per 1M items: worker {worker['cpu'] * per_million:.2f} (with start-up), "
+        f"tritonserver {worker['server_cpu'] * per_million:.2f}"
     )
-    print(f"worker/ideal throughput ratio: {worker_rate / ideal_rate:.2f}")
+    best = max(IDEALS, key=lambda kind: _mean(ideal[kind], "rate"))
+    print(f"cores on this machine: {os.cpu_count()}; ratio against the {best} ideal client")
+    print(f"worker/ideal throughput ratio: {worker_rate / _mean(ideal[best], 'rate'):.2f}")
 
 
 def main() -> None:

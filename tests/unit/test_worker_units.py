@@ -96,6 +96,22 @@ def test_postprocessing_keeps_argmax_and_topk() -> None:
     assert columns["raw"].to_pylist()[0] == pytest.approx([0.1, 0.7, 0.2])
 
 
+@pytest.mark.parametrize(("classes", "k"), [(10, 3), (6, 6), (200, 5), (200, 20)])
+def test_topk_is_the_k_best_classes_in_order_whatever_the_path(classes: int, k: int) -> None:
+    rng = np.random.default_rng(classes * k)
+    scores = rng.random((500, classes)).astype(np.float32)
+    columns = output_columns([OutputBinding("s", "top", Postprocess.TOPK, k=k)], {"s": scores}, 500)
+    top = np.array(columns["top"].to_pylist())
+    assert (top == np.argsort(-scores, axis=1, kind="stable")[:, :k]).all()
+    # Tied scores keep the lower class first; a NaN row still gives k distinct classes.
+    ties = np.array([[0.5, 0.9, 0.5, 0.9]], dtype=np.float32)
+    tied = output_columns([OutputBinding("s", "t", Postprocess.TOPK, k=3)], {"s": ties}, 1)
+    assert tied["t"].to_pylist() == [[1, 3, 0]]
+    ties[0, 0] = np.nan
+    with_nan = output_columns([OutputBinding("s", "t", Postprocess.TOPK, k=3)], {"s": ties}, 1)
+    assert len(set(with_nan["t"].to_pylist()[0])) == 3
+
+
 @pytest.mark.parametrize(
     ("status", "code", "transient"),
     [

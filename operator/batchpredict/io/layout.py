@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 _CHUNK = re.compile(r"predictions-(\d+)\.(jsonl|parquet)$")
 
@@ -38,6 +39,8 @@ class OutputLayout:
         self.uri = uri.rstrip("/")
         self.fs, root = fsspec.core.url_to_fs(self.uri)
         self.root = root.rstrip("/")
+        self._local = isinstance(self.fs, LocalFileSystem)
+        self._made: set[str] = set()  # directories known to exist
 
     # --- paths --------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -85,8 +88,19 @@ class OutputLayout:
     def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
         """Write to a temporary name beside `path`, then rename: readers never see half."""
         directory, name = path.rsplit("/", 1)
-        self.fs.makedirs(directory, exist_ok=True)
+        if directory not in self._made:
+            self.fs.makedirs(directory, exist_ok=True)
+            self._made.add(directory)
         temp = f"{directory}/.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        if self._local:  # the common case (a mounted volume): plain files, a third the CPU
+            try:
+                with open(temp, "wb") as handle:
+                    yield handle
+                os.replace(temp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(temp)
+            return
         try:
             with self.fs.open(temp, "wb") as handle:
                 yield handle

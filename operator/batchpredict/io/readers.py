@@ -264,17 +264,6 @@ def _rows(parquet: pq.ParquetFile, group: int) -> int:
     return int(parquet.metadata.row_group(group).num_rows)
 
 
-def slice_items(batch: ItemBatch, start: int, stop: int) -> ItemBatch:
-    """The items of `batch` at indices [start, stop) (Arrow slices: no copy)."""
-    return ItemBatch(
-        positions=batch.positions[start:stop],
-        ids=batch.ids.slice(start, stop - start),
-        rows=batch.rows[start:stop] if batch.rows is not None else None,
-        table=batch.table.slice(start, stop - start) if batch.table is not None else None,
-        errors={i - start: e for i, e in batch.errors.items() if start <= i < stop},
-    )
-
-
 def take(batch: ItemBatch, keep: NDArray[np.intp]) -> ItemBatch:
     """The items of `batch` at indices `keep` (ascending)."""
     where = {int(i): n for n, i in enumerate(keep)} if batch.errors or batch.rows else {}

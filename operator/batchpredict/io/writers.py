@@ -19,8 +19,12 @@ def encode_table(table: pa.Table, fmt: str) -> bytes:
     """A predictions table as a JSONL or Parquet file."""
     if fmt == "parquet":
         sink = io.BytesIO()
-        # Ids are unique: dictionary encoding would only cost time.
-        pq.write_table(table, sink, compression="zstd", use_dictionary=False)
+        # Ids are unique: dictionary encoding would only cost time. Min/max statistics of a
+        # chunk's ids serve no query and cost a third of the encoding time. Snappy (Parquet's
+        # usual codec) encodes in half zstd's time, for files about 1.7 times larger.
+        pq.write_table(
+            table, sink, compression="snappy", use_dictionary=False, write_statistics=False
+        )
         return sink.getvalue()
     return encode_jsonl(table.to_pylist())
 

@@ -73,13 +73,16 @@ def predictions_table(
     """The chunk's predictions in work-list order: id, carried fields, postprocessed outputs."""
     if not chunk.pieces:
         return pa.table({ID_COLUMN: pa.array([], pa.string())})
-    table = pa.concat_tables([piece.table() for piece in chunk.pieces], promote_options="default")
+    # Replies come in any order; pieces are runs of items, so sorting them usually suffices.
+    unsorted = [piece.order() for piece in chunk.pieces]
+    rank = np.argsort([o[0] for o in unsorted], kind="stable").tolist()
+    pieces, orders = [chunk.pieces[i] for i in rank], [unsorted[i] for i in rank]
+    table = pa.concat_tables([piece.table() for piece in pieces], promote_options="default")
     outputs = {
-        name: np.concatenate([piece.outputs[name] for piece in chunk.pieces])
-        for name in output_names
+        name: np.concatenate([piece.outputs[name] for piece in pieces]) for name in output_names
     }
-    order = np.concatenate([piece.order() for piece in chunk.pieces])
-    if len(order) > 1 and not (np.diff(order) > 0).all():  # replies came out of order
+    order = np.concatenate(orders)
+    if len(order) > 1 and not (np.diff(order) > 0).all():  # pieces interleave
         sort = np.argsort(order, kind="stable")
         table = table.take(pa.array(sort))
         outputs = {name: array[sort] for name, array in outputs.items()}

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from batchpredict.api.v1alpha1.execution import BackoffSpec
 from batchpredict.io.layout import OutputLayout
-from batchpredict.io.readers import ItemBatch, slice_items
+from batchpredict.io.readers import ItemBatch
 from batchpredict.triton.client import TritonClient
 from batchpredict.triton.errors import RequestError
 from batchpredict.triton.tensors import OutputBinding
@@ -194,17 +194,17 @@ class ShardPipeline:
             for batch in read(first, last + 1, wanted=wanted, batch_rows=rows):
                 if stop.is_set():
                     return
-                for part, order in self._split_by_chunk(batch):
-                    prepared = self.preprocessor.prepare(part)
-                    prepared.order = order
-                    for request in prepared.requests:
-                        request.encoded = self.client.encode(
-                            self.settings.model,
-                            self.settings.version,
-                            self._inputs(request),
-                            self.output_names,
-                        )
-                    self._put(loop, queue, prepared, stop)
+                # Requests may span two chunks: outcomes are filed by chunk when they come.
+                prepared = self.preprocessor.prepare(batch)
+                prepared.order = self._order(batch.positions)
+                for request in prepared.requests:
+                    request.encoded = self.client.encode(
+                        self.settings.model,
+                        self.settings.version,
+                        self._inputs(request),
+                        self.output_names,
+                    )
+                self._put(loop, queue, prepared, stop)
         finally:
             self._put(loop, queue, None, stop)
 
@@ -231,25 +231,20 @@ class ShardPipeline:
             return positions - work.start
         return np.searchsorted(self._work_array, positions).astype(np.int64)
 
-    def _split_by_chunk(self, batch: ItemBatch) -> Iterator[tuple[ItemBatch, NDArray[np.int64]]]:
-        order = self._order(batch.positions)
-        chunks = order // self.settings.chunk_items
-        if chunks[0] == chunks[-1]:
-            yield batch, order
-            return
-        # Positions ascend, so each chunk's items are one run of the batch: slice, not copy.
-        bounds = [0, *np.flatnonzero(np.diff(chunks)) + 1, len(chunks)]
-        for start, stop in itertools.pairwise(bounds):
-            yield slice_items(batch, int(start), int(stop)), order[start:stop]
-
-    @staticmethod
-    def _order_of(prepared: Prepared) -> NDArray[np.int64]:
+    def _by_chunk(
+        self, prepared: Prepared, indices: NDArray[np.intp]
+    ) -> Iterator[tuple[Chunk, slice]]:
+        """The chunks items `indices` (ascending) of `prepared` belong to, each with the
+        run of `indices` it holds."""
         if prepared.order is None:
             raise RuntimeError("a prepared batch has no work-list order")
-        return prepared.order
-
-    def _chunk_of(self, prepared: Prepared) -> Chunk:
-        return self._chunks[int(self._order_of(prepared)[0]) // self.settings.chunk_items]
+        chunks = prepared.order[indices] // self.settings.chunk_items
+        if chunks[0] == chunks[-1]:
+            yield self._chunks[int(chunks[0])], slice(None)
+            return
+        bounds = [0, *(np.flatnonzero(np.diff(chunks)) + 1).tolist(), len(chunks)]
+        for start, stop in itertools.pairwise(bounds):
+            yield self._chunks[int(chunks[start])], slice(start, stop)
 
     def _failure(  # noqa: PLR0917 (one failure record's fields)
         self, batch: ItemBatch, index: int, code: str, message: str, attempts: int, retryable: bool
@@ -267,11 +262,13 @@ class ShardPipeline:
 
     def _record_errors(self, prepared: Prepared) -> None:
         if prepared.errors:
-            failures = [
-                self._failure(prepared.batch, i, code, message, 0, retryable=False)
-                for i, (code, message) in sorted(prepared.errors.items())
-            ]
-            self._resolved(self._chunk_of(prepared), failures=failures)
+            indices = np.array(sorted(prepared.errors), dtype=np.intp)
+            for chunk, run in self._by_chunk(prepared, indices):
+                failures = [
+                    self._failure(prepared.batch, i, *prepared.errors[i], 0, retryable=False)
+                    for i in indices[run].tolist()
+                ]
+                self._resolved(chunk, failures=failures)
 
     async def _resolve(self, prepared: Prepared, request: Request) -> None:
         outputs, error, attempts = await self._infer(request)
@@ -284,17 +281,30 @@ class ShardPipeline:
                 )
                 await self._resolve(prepared, sub)
             return
-        chunk = self._chunk_of(prepared)
-        if error is not None:
-            failures = [
-                self._failure(
-                    prepared.batch, i, error.code, error.message, attempts, error.transient
-                )
-                for i in request.indices.tolist()
-            ]
-            self._resolved(chunk, failures=failures)
-        else:
-            self._succeeded(chunk, prepared, request.indices, outputs)
+        if error is None:
+            error = self._check_rows(outputs, len(request.indices))
+            attempts = 1 if error else attempts
+        for chunk, run in self._by_chunk(prepared, request.indices):
+            indices = request.indices[run]
+            if error is not None:
+                failures = [
+                    self._failure(
+                        prepared.batch, i, error.code, error.message, attempts, error.transient
+                    )
+                    for i in indices.tolist()
+                ]
+                self._resolved(chunk, failures=failures)
+            else:
+                piece = Piece(prepared, indices, {k: v[run] for k, v in outputs.items()})
+                self._resolved(chunk, piece=piece)
+
+    @staticmethod
+    def _check_rows(outputs: dict[str, NDArray[Any]], n: int) -> RequestError | None:
+        rows = {name: array.shape[0] if array.ndim else 0 for name, array in outputs.items()}
+        if any(count != n for count in rows.values()):
+            message = f"the model returned {rows} rows for {n} items"
+            return RequestError("BAD_OUTPUT", message, transient=False)
+        return None
 
     def _inputs(self, request: Request) -> dict[str, tuple[NDArray[Any], str]]:
         return {b.tensor: (request.tensors[b.tensor], b.datatype) for b in self.preprocessor.inputs}
@@ -324,26 +334,6 @@ class ShardPipeline:
                 request.encoded = None  # sent: free its copy of the tensors
                 return outputs, None, attempt
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _succeeded(
-        self,
-        chunk: Chunk,
-        prepared: Prepared,
-        indices: NDArray[np.intp],
-        outputs: dict[str, NDArray[Any]],
-    ) -> None:
-        n = len(indices)
-        rows = {name: array.shape[0] if array.ndim else 0 for name, array in outputs.items()}
-        if any(count != n for count in rows.values()):
-            message = f"the model returned {rows} rows for {n} items"
-            failures = [
-                self._failure(prepared.batch, i, "BAD_OUTPUT", message, 1, False)
-                for i in indices.tolist()
-            ]
-            self._resolved(chunk, failures=failures)
-            return
-        # The table is built once per chunk, in the writer thread.
-        self._resolved(chunk, piece=Piece(prepared, indices, outputs))
 
     def _resolved(
         self,
