@@ -144,7 +144,7 @@ class ShardPipeline:
 
     def _start_lanes(self, feed: RequestFeed) -> None:
         """Run lanes 0 .. tuner.limit-1 (the tuner may have raised the limit)."""
-        if self._group is None:
+        if self._group is None or len(self._lanes) >= self.tuner.limit:
             return
         for number in range(self.tuner.limit):
             if number not in self._lanes:
@@ -238,10 +238,12 @@ class ShardPipeline:
         run of `indices` it holds."""
         if prepared.order is None:
             raise RuntimeError("a prepared batch has no work-list order")
-        chunks = prepared.order[indices] // self.settings.chunk_items
-        if chunks[0] == chunks[-1]:
-            yield self._chunks[int(chunks[0])], slice(None)
+        size = self.settings.chunk_items
+        first = int(prepared.order[indices[0]]) // size
+        if first == int(prepared.order[indices[-1]]) // size:  # the usual case
+            yield self._chunks[first], slice(None)
             return
+        chunks = prepared.order[indices] // size
         bounds = [0, *(np.flatnonzero(np.diff(chunks)) + 1).tolist(), len(chunks)]
         for start, stop in itertools.pairwise(bounds):
             yield self._chunks[int(chunks[start])], slice(start, stop)

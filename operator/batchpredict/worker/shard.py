@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,31 @@ from batchpredict.worker.rounds import chunk_count, mark_redo_all, round_outcome
 from batchpredict.worker.setup import load_dataset, read_plan, setup_model
 
 log = logging.getLogger(__name__)
+
+
+def peak_memory_mib() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, it starts at exec)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class CpuClock:
+    """CPU seconds since creation: the whole process, and this (the event loop's) thread."""
+
+    def __init__(self) -> None:
+        self._process, self._thread = time.process_time(), time.thread_time()
+
+    def read(self) -> dict[str, float]:
+        return {
+            "process": round(time.process_time() - self._process, 3),
+            "eventLoop": round(time.thread_time() - self._thread, 3),
+        }
 
 
 def _sink(env: WorkerEnv, layout: OutputLayout, shard: int) -> ReportSink | None:
@@ -65,6 +91,7 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
         reporter.resume(len(work[c * size : (c + 1) * size]) - len(failures), failures)
     todo = [c for c in range(chunk_count(work, size)) if c not in done.committed]
     started = time.monotonic()
+    cpu = CpuClock()
     setup = None
     pipeline = None
     reporter.start()
@@ -112,6 +139,7 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
                 setup.concurrency,
             )
             started = time.monotonic()  # throughput of the pipeline, not of the model checks
+            cpu = CpuClock()
             await pipeline.run(work, todo, dataset.iter_items)
         elapsed = time.monotonic() - started
         manifest = {
@@ -128,6 +156,9 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
             "concurrency": pipeline.tuner.limit if pipeline else None,
             "seconds": round(elapsed, 3),
             "itemsPerSecond": round(reporter.done_here / elapsed, 1) if elapsed > 0 else 0.0,
+            # Where the pipeline's CPU went: the event loop is the one serial stage.
+            "cpuSeconds": cpu.read(),
+            "peakMemoryMiB": peak_memory_mib(),
             "finishedAt": datetime.now(UTC).isoformat(),
         }
         await asyncio.to_thread(
