@@ -96,9 +96,14 @@ def _backend_dir(dest: Path) -> Path:
 
 
 def start_triton(
-    model_repository: Path, *, timeout: float = 90.0, models: Sequence[str] | None = None
+    model_repository: Path,
+    *,
+    timeout: float = 90.0,
+    models: Sequence[str] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> TritonHandle:
-    """Start tritonserver on free ports and wait until every model in the repository is ready."""
+    """Start tritonserver on free ports and wait until every model in the repository is ready.
+    `extra_args` go to tritonserver (TLS, restricted protocols); readiness is read over HTTP."""
     wheel = _wheel_root()
     workdir = Path(tempfile.mkdtemp(prefix="triton-"))
     backends = _backend_dir(workdir / "backends")
@@ -122,6 +127,7 @@ def start_triton(
         f"--metrics-port={ports[2]}",
         "--allow-metrics=false",
         "--log-verbose=0",
+        *extra_args,
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

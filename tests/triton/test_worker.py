@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -335,6 +339,71 @@ def test_missing_dataset_exits_cannot_start(triton_server: TritonHandle, tmp_pat
     assert "nowhere.parquet does not exist" in message["message"]
     assert run("shard", {**env, "JOB_COMPLETION_INDEX": "0"}) == exit_codes.CANNOT_START
     assert termination(tmp_path)["reason"] == "PlanNotFound"
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A directory served over plain HTTP, and its base URL."""
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=served))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+def test_a_dataset_over_http_is_predicted_and_a_missing_one_named(
+    triton_server: TritonHandle, tmp_path: Path, http_dir: tuple[Path, str]
+) -> None:
+    served, base = http_dir
+    pq.write_table(pa.table({"x": [float(i) for i in range(300)]}), served / "in.parquet")
+    spec = spec_for(
+        triton_server,
+        "double",
+        {"uri": f"{base}/in.parquet", "format": "parquet"},
+        tmp_path / "out",
+    )
+    summary = run_all(spec, tmp_path)
+
+    assert (summary["succeeded"], summary["failed"]) == (300, 0)
+    assert {r["id"]: r["y"] for r in predictions(tmp_path / "out")} == {
+        str(i): 2.0 * i for i in range(300)
+    }
+    spec["input"]["uri"] = f"{base}/nowhere.parquet"
+    assert run("plan", worker_env(spec, tmp_path)) == exit_codes.CANNOT_START
+    message = termination(tmp_path)
+    assert message["reason"] == "DatasetNotFound"
+    assert f"{base}/nowhere.parquet does not exist" in message["message"]
+
+
+def test_a_model_that_does_not_batch_gets_one_item_per_request(
+    triton_server: TritonHandle, tmp_path: Path
+) -> None:
+    rows: list[dict[str, Any] | str] = [
+        {"key": f"v{i}", "v": [i, i + 1, i + 2, i + 3]} for i in range(40)
+    ]
+    rows.insert(7, {"key": "short", "v": [1, 2, 3]})
+    spec = spec_for(
+        triton_server,
+        "triple_unbatched",
+        {"uri": str(write_jsonl(tmp_path / "in.jsonl", rows)), "format": "jsonl", "idField": "key"},
+        tmp_path / "out",
+    )
+    summary = run_all(spec, tmp_path)
+
+    assert (summary["succeeded"], summary["failed"]) == (40, 1)
+    got = {r["id"]: r["y"] for r in predictions(tmp_path / "out")}
+    assert got == {f"v{i}": [3.0 * (i + d) for d in range(4)] for i in range(40)}
+    [failure] = final_failures(tmp_path / "out")
+    assert failure["id"] == "short"
+    assert "3 values do not fit shape [4]" in failure["message"]
 
 
 def test_invalid_spec_exits_cannot_start_naming_the_field(tmp_path: Path) -> None:

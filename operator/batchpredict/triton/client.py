@@ -95,7 +95,8 @@ class TritonClient:
     ) -> None:
         self.url = url
         self.protocol = protocol
-        self.headers = headers or None
+        # gRPC refuses upper-case metadata keys; HTTP header names ignore case.
+        self.headers = {k.lower(): v for k, v in (headers or {}).items()} or None
         self.timeout = timeout
         address, secure = split_url(url)
         secure = secure or tls is not None
@@ -112,8 +113,7 @@ class TritonClient:
             )
             self._channel = _grpc_channel(address, tls if secure else None, secure=secure)
             self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
-            # gRPC metadata keys must be lower case.
-            self._metadata = tuple((k.lower(), v) for k, v in (headers or {}).items()) or None
+            self._metadata = tuple((self.headers or {}).items()) or None
         else:
             import tritonclient.http.aio as http_aio  # noqa: PLC0415 (0.5 s of imports)
 

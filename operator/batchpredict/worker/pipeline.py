@@ -284,6 +284,8 @@ class ShardPipeline:
                 await self._resolve(prepared, sub)
             return
         if error is None:
+            if not self.preprocessor.batched:  # one item, answered without a batch dimension
+                outputs = {name: array[np.newaxis] for name, array in outputs.items()}
             error = self._check_rows(outputs, len(request.indices))
             attempts = 1 if error else attempts
         for chunk, run in self._by_chunk(prepared, request.indices):

@@ -50,6 +50,8 @@ async def setup_model(env: WorkerEnv, dataset: Dataset) -> ModelSetup:
         fields = (
             [] if preprocess and preprocess.function else await asyncio.to_thread(dataset.fields)
         )
+        # The id field names items; it feeds a model input only when mapped, or when alone.
+        fields = [f for f in fields if f != spec.input.id_field] or fields
         inputs = bind_inputs(spec.model, info, fields)
         outputs = bind_outputs(spec.model, info)
     except ModelUnavailableError as error:

@@ -101,7 +101,9 @@ class TritonTls(ApiModel):
         "Triton over TLS.",
     )
     insecure_skip_verify: bool = Field(
-        default=False, description="Skip server certificate verification (tests only)."
+        default=False,
+        description="Skip server certificate verification (tests only; HTTP only: gRPC "
+        "always verifies against `ca.crt`).",
     )
 
 
