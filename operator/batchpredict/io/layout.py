@@ -26,8 +26,9 @@ import uuid
 from collections.abc import Iterator
 from typing import IO, Any
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from batchpredict.io.storage import filesystem
 
 _CHUNK = re.compile(r"predictions-(\d+)\.(jsonl|parquet)$")
 
@@ -37,7 +38,7 @@ class OutputLayout:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri.rstrip("/")
-        self.fs, root = fsspec.core.url_to_fs(self.uri)
+        self.fs, root = filesystem(self.uri, "spec.output.uri")
         self.root = root.rstrip("/")
         self._local = isinstance(self.fs, LocalFileSystem)
         self._made: set[str] = set()  # directories known to exist

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from batchpredict.api.v1alpha1.data import InputFormat, InputSpec, Select
+from batchpredict.io.storage import filesystem
 
 MALFORMED = "MALFORMED_ITEM"
 # The whole file's bytes, for `files` datasets (`$item` in tensor mappings).
@@ -66,7 +66,7 @@ class Dataset:
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
         self.select = spec.select or Select()
-        self.fs, root = fsspec.core.url_to_fs(spec.uri)
+        self.fs, root = filesystem(spec.uri, "spec.input.uri")
         self.root = root.rstrip("/")
         self.files = self._list_files()
 

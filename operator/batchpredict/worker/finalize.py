@@ -19,14 +19,14 @@ from batchpredict.io.readers import open_dataset
 from batchpredict.planning import ShardPlan
 from batchpredict.worker.config import WorkerEnv
 from batchpredict.worker.rounds import chunk_count, redoes_all, walk_rounds
-from batchpredict.worker.setup import read_plan
+from batchpredict.worker.setup import open_layout, read_plan
 
 NOT_PROCESSED = "NOT_PROCESSED"
 
 
 def _finalize(env: WorkerEnv) -> dict[str, Any]:
     spec = env.spec
-    layout = OutputLayout(spec.output.uri)
+    layout = open_layout(env)
     plan = read_plan(layout, env.run_uid)
     size, last = plan.chunk_items, env.round
     succeeded = missing = 0

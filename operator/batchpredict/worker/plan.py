@@ -6,16 +6,15 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from batchpredict.io.layout import OutputLayout
 from batchpredict.planning import DEFAULT_CHUNK_ITEMS, plan_shards
 from batchpredict.worker.config import WorkerEnv
-from batchpredict.worker.setup import check_run, load_dataset, setup_model
+from batchpredict.worker.setup import check_run, load_dataset, open_layout, setup_model
 
 
 async def run_plan(env: WorkerEnv) -> dict[str, Any]:
     """Returns the compact result for the termination message: {total, shards, ...}."""
     spec = env.spec
-    layout = OutputLayout(spec.output.uri)
+    layout = open_layout(env)
     if await asyncio.to_thread(layout.exists, layout.plan):
         check_run(await asyncio.to_thread(layout.read_json, layout.plan), env.run_uid, layout)
     dataset = await load_dataset(env)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from batchpredict.io.layout import OutputLayout
 from batchpredict.io.readers import Dataset, DatasetNotFoundError, open_dataset
+from batchpredict.io.storage import StorageDriverError
 from batchpredict.planning import ShardPlan
 from batchpredict.triton.client import ModelInfo, ModelUnavailableError, TritonClient
 from batchpredict.triton.tensors import (
@@ -37,6 +38,16 @@ async def load_dataset(env: WorkerEnv) -> Dataset:
         return await asyncio.to_thread(open_dataset, env.spec.input)
     except DatasetNotFoundError as error:
         raise CannotStartError(exit_codes.REASON_DATASET_NOT_FOUND, str(error)) from None
+    except StorageDriverError as error:
+        raise CannotStartError(exit_codes.REASON_INVALID_SPEC, str(error)) from None
+
+
+def open_layout(env: WorkerEnv) -> OutputLayout:
+    """The run's output location; CannotStartError when no driver can reach it."""
+    try:
+        return OutputLayout(env.spec.output.uri)
+    except StorageDriverError as error:
+        raise CannotStartError(exit_codes.REASON_INVALID_SPEC, str(error)) from None
 
 
 async def setup_model(env: WorkerEnv, dataset: Dataset) -> ModelSetup:

@@ -17,7 +17,7 @@ from batchpredict.worker.pipeline import Settings, ShardPipeline
 from batchpredict.worker.preprocess import Preprocessor
 from batchpredict.worker.report import ApiSink, FileSink, ProgressReporter, ReportSink
 from batchpredict.worker.rounds import chunk_count, mark_redo_all, round_outcome, shard_work
-from batchpredict.worker.setup import load_dataset, read_plan, setup_model
+from batchpredict.worker.setup import load_dataset, open_layout, read_plan, setup_model
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
     shard = env.shard
     if shard is None:
         raise CannotStartError(exit_codes.REASON_INVALID_SPEC, "JOB_COMPLETION_INDEX is not set")
-    layout = OutputLayout(spec.output.uri)
+    layout = open_layout(env)
     plan = await asyncio.to_thread(read_plan, layout, env.run_uid)
     if shard >= plan.shards:
         raise CannotStartError(
