@@ -15,7 +15,7 @@ help:  ## list the verbs
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,lint,demo]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,lint,demo,s3,gcs]'
 	@touch $@
 
 venv: $(STAMP)  ## create .venv with the package and its test and lint tools
@@ -49,7 +49,10 @@ kind-e2e: $(STAMP)  ## kind cluster + images + chart, then the cluster and chart
 	@bash hack/kind-e2e.sh
 
 lock: $(STAMP)  ## re-pin constraints.txt from the current virtualenv
-	$(BIN)/pip freeze --exclude-editable | grep -v -i '^batchpredict' > constraints.txt.new
+	@printf '%s\n' \
+	  '# Exact versions for reproducible installs: make installs with `pip install -c constraints.txt`.' \
+	  '# Regenerate with `make lock` after changing dependencies in pyproject.toml.' > constraints.txt.new
+	$(BIN)/pip freeze --exclude-editable | grep -v -i '^batchpredict' >> constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 clean:  ## remove the virtualenv and caches (not the cluster binary cache)
