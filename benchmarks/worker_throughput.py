@@ -40,12 +40,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tritonclient.grpc.aio as grpcclient
-from tritonclient.grpc import service_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.harness.triton_server import TritonHandle, start_triton, write_model_repository
 
-from batchpredict.triton.client import GRPC_CHANNEL_ARGS, encode_request
+from batchpredict.triton.client import GRPC_CHANNEL_ARGS, encode_request, model_infer_method
 
 WORKER = str(Path(sys.executable).parent / "batchpredict-worker")
 MODELS = ("double", "mlp")
@@ -192,14 +191,14 @@ async def tritonclient_ideal(url: str, model: str, requests: list[Any], concurre
 
 
 async def stub_ideal(url: str, model: str, requests: list[Any], concurrency: int) -> None:
-    """Replays pre-built ModelInferRequest protobufs through Triton's generated gRPC stub."""
+    """Replays pre-serialized ModelInferRequests through a bare gRPC call."""
     async with grpc.aio.insecure_channel(url, options=GRPC_CHANNEL_ARGS) as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        model_infer = model_infer_method(channel)
         queue = iter(requests)
 
         async def lane() -> None:
             for request in queue:
-                response = await stub.ModelInfer(request)
+                response = await model_infer(request)
                 np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
 
         await asyncio.gather(*(lane() for _ in range(concurrency)))

@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import tritonclient.grpc as grpc_client
 from PIL import Image
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from batchpredict.api.v1alpha1.data import ImagePreprocess, Preprocess
 from batchpredict.api.v1alpha1.serving import ModelRef, Postprocess
 from batchpredict.io.readers import ItemBatch
-from batchpredict.triton.client import ModelInfo, TensorMeta
+from batchpredict.triton.client import ModelInfo, TensorMeta, encode_request
 from batchpredict.triton.errors import classify
 from batchpredict.triton.tensors import (
     InputBinding,
@@ -23,6 +25,7 @@ from batchpredict.triton.tensors import (
     auto_batch_size,
     bind_inputs,
 )
+from batchpredict.worker.pipeline import read_rows
 from batchpredict.worker.postprocess import output_columns
 from batchpredict.worker.preprocess import ItemError, Preprocessor, decode_image
 
@@ -155,3 +158,36 @@ def test_user_preprocess_function_feeds_tensors_and_its_errors_fail_the_item(
 def test_a_preprocess_function_that_cannot_be_imported_names_it() -> None:
     with pytest.raises(ValueError, match="cannot import 'nosuchmodule:f'"):
         Preprocessor([], Preprocess(function="nosuchmodule:f"), [], batch_size=1)
+
+
+@pytest.mark.parametrize(
+    ("array", "datatype"),
+    [
+        (np.arange(6, dtype=np.float32).reshape(2, 3), "FP32"),
+        (np.arange(40, dtype=np.int64)[::2].reshape(-1, 1), "INT64"),  # not contiguous
+        (np.array(3.0, dtype=np.float32), "FP32"),  # an unbatched model's single item
+        (np.zeros((0, 3), np.float32), "FP32"),
+        (np.array([[b"ab"], [b"c"]], dtype=object), "BYTES"),
+    ],
+)
+def test_request_wire_bytes_parse_as_the_request_tritonclient_sends(
+    array: np.ndarray, datatype: str
+) -> None:
+    inputs = {"x": (array, datatype), "z": (np.ones(2, np.int32), "INT32")}
+    wire = encode_request("m", "2", inputs, ["y"])
+    expected = service_pb2.ModelInferRequest(model_name="m", model_version="2")
+    for name, (values, dtype) in inputs.items():
+        tensor = grpc_client.InferInput(name, list(values.shape), dtype)
+        tensor.set_data_from_numpy(values)
+        expected.inputs.append(tensor._get_tensor())  # what tritonclient sends
+        expected.raw_input_contents.append(tensor._get_content())
+    expected.outputs.add(name="y")
+    assert service_pb2.ModelInferRequest.FromString(wire) == expected
+
+
+def test_reads_hold_whole_requests_and_a_bounded_number_of_bytes() -> None:
+    assert read_rows(1024, 4) == 16384  # small items: many requests per read
+    assert read_rows(1000, 4) == 16000
+    image = 3 * 224 * 224 * 4
+    assert read_rows(8, image) == 104  # 64 MiB of 588 KiB images, in whole requests
+    assert read_rows(256, image) == 256  # at least one request

@@ -5,7 +5,7 @@
       rounds/<round>/redo-all                a manual retry round: redoes every failure
       rounds/<round>/shard-<shard>/          round 0 = first pass, 1.. = retry rounds
         predictions-<chunk>.jsonl|.parquet   one row per succeeded item (committed last)
-        failures-<chunk>.jsonl               one row per failed item (maybe empty)
+        failures-<chunk>.jsonl               one row per failed item (none: no file)
         manifest.json                        written when the shard is done (counts)
       manifest.json                          finalize: counts and locations of the run
       failures.jsonl                         finalize: the final failure of every failed id
@@ -13,7 +13,8 @@
 
 Chunk <c> of a shard holds the shard's items c*chunkItems .. (c+1)*chunkItems-1 (in position
 order). A chunk is committed when its predictions file exists: the failures file is renamed
-into place first, so a restarted worker redoes a chunk it did not commit and overwrites it.
+into place (or, with no failure, an earlier attempt's is removed) first, so a restarted worker
+redoes a chunk it did not commit and overwrites it.
 """
 
 from __future__ import annotations
@@ -113,6 +114,14 @@ class OutputLayout:
     def write_atomic(self, path: str, data: bytes) -> None:
         with self.open_atomic(path) as handle:
             handle.write(data)
+
+    def remove(self, path: str) -> None:
+        """Remove `path` if it is there."""
+        with contextlib.suppress(FileNotFoundError):
+            if self._local:
+                os.remove(path)
+            else:
+                self.fs.rm(path)
 
     def write_json(self, path: str, value: Any) -> None:
         self.write_atomic(path, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")

@@ -109,8 +109,14 @@ def write_chunk(
     output_format: str,
 ) -> int:
     """Commit the chunk: failures file first, predictions file last (the commit point)."""
-    failures = sorted(chunk.failures, key=lambda f: int(f["position"]))
-    layout.write_atomic(layout.failures_chunk(round_, shard, chunk.number), encode_jsonl(failures))
+    failures_path = layout.failures_chunk(round_, shard, chunk.number)
+    if chunk.failures:
+        failures = sorted(chunk.failures, key=lambda f: int(f["position"]))
+        layout.write_atomic(failures_path, encode_jsonl(failures))
+    else:
+        # No file for no failure (an eighth of a small chunk's commit time); an attempt that
+        # broke before committing may have left one, which must not outlive this commit.
+        layout.remove(failures_path)
     table = predictions_table(chunk, bindings, output_names)
     path = layout.predictions_chunk(round_, shard, chunk.number, output_format)
     layout.write_atomic(path, encode_table(table, output_format))

@@ -33,7 +33,17 @@ from batchpredict.worker.preprocess import Prepared, Preprocessor, Request
 from batchpredict.worker.tuning import ConcurrencyTuner
 
 log = logging.getLogger(__name__)
+# Items per read: many requests' worth, for fewer hand-overs between the reading thread and
+# the event loop (they contend for the GIL), but at most READ_BYTES of input tensors: the queue
+# holds a few reads, and images of 600 KB would otherwise take gigabytes.
 READ_ROWS = 16384
+READ_BYTES = 64 * 1024 * 1024
+
+
+def read_rows(batch_size: int, item_bytes: int) -> int:
+    """Rows per read: whole requests, up to READ_ROWS items and READ_BYTES of input."""
+    per_read = min(READ_ROWS, READ_BYTES // max(1, item_bytes))
+    return batch_size * max(1, per_read // batch_size)
 
 
 @dataclass(frozen=True)
@@ -187,9 +197,8 @@ class ShardPipeline:
             wanted = np.concatenate(
                 [np.asarray(work[c * size : (c + 1) * size], dtype=np.int64) for c in todo]
             )
-        # Read many requests' worth at once: fewer hand-overs between this thread and the
-        # event loop, which contend for the GIL.
-        rows = self.settings.batch_size * max(1, READ_ROWS // self.settings.batch_size)
+        item_bytes = sum(b.item_bytes() for b in self.preprocessor.inputs)
+        rows = read_rows(self.settings.batch_size, item_bytes)
         try:
             for batch in read(first, last + 1, wanted=wanted, batch_rows=rows):
                 if stop.is_set():
@@ -273,6 +282,12 @@ class ShardPipeline:
                 self._resolved(chunk, failures=failures)
 
     async def _resolve(self, prepared: Prepared, request: Request) -> None:
+        try:
+            await self._resolve_request(prepared, request)
+        finally:
+            request.tensors = {}  # answered: only the outcome is kept until the chunk commits
+
+    async def _resolve_request(self, prepared: Prepared, request: Request) -> None:
         outputs, error, attempts = await self._infer(request)
         if error is not None and not error.transient and len(request.indices) > 1:
             # Split to isolate the item at fault; its neighbours still succeed.

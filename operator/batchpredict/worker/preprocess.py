@@ -7,6 +7,7 @@ that names its field.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import io
 from collections.abc import Callable
@@ -97,13 +98,15 @@ class Preprocessor:
                 f: batch.table.column(f) if f in names else pa.nulls(len(batch))
                 for f in self.include
             }
-            if self._columnar(batch.table, prepared):
-                return prepared
-            rows: list[dict[str, Any] | None] = list(batch.table.to_pylist())
+            if not self._columnar(batch.table, prepared):
+                self._per_item(list(batch.table.to_pylist()), prepared)
         else:
             rows = list(batch.rows or [])
             prepared.carried = {f: [r.get(f) if r else None for r in rows] for f in self.include}
-        self._per_item(rows, prepared)
+            self._per_item(rows, prepared)
+        # Outcomes need only ids, positions and carried fields: the rows or table go now,
+        # not when the last chunk holding one of their items commits.
+        prepared.batch = dataclasses.replace(batch, rows=None, table=None)
         return prepared
 
     def _columnar(self, table: pa.RecordBatch, prepared: Prepared) -> bool:
