@@ -258,12 +258,14 @@ def compare(triton: TritonHandle, model: str, items: int, tmp: Path) -> None:
             f"tritonserver {_mean(runs, 'server_cpu') * per_million:.2f}"
         )
     worker_rate = items / worker["seconds"]
-    cpu = worker["cpuSeconds"]
+    cpu = {stage: seconds * per_million for stage, seconds in worker["cpuSeconds"].items()}
+    grpc_threads = cpu["process"] - cpu["eventLoop"] - cpu["reading"] - cpu["writing"]
     print(
         f"worker: {worker_rate:,.0f} items/s in the shard pipeline "
         f"({items / worker['wall']:,.0f} items/s counting process start and model checks); "
-        f"CPU s per 1M items: worker {cpu['process'] * per_million:.2f} "
-        f"(event loop {cpu['eventLoop'] * per_million:.2f}; "
+        f"CPU s per 1M items: worker {cpu['process']:.2f} "
+        f"(event loop {cpu['eventLoop']:.2f}, reading {cpu['reading']:.2f}, "
+        f"writing {cpu['writing']:.2f}, gRPC threads {grpc_threads:.2f}; "
         f"{worker['cpu'] * per_million:.2f} with process start), "
         f"tritonserver {worker['server_cpu'] * per_million:.2f}"
     )

@@ -78,9 +78,12 @@ def test_every_item_predicted_with_the_right_value(
     assert (summary["total"], summary["succeeded"], summary["failed"]) == (n, n, 0)
     rows = predictions(out)
     assert {r["id"]: r["y"] for r in rows} == {f"item-{i}": 2.0 * i for i in range(n)}
-    # Each shard says what it cost: CPU (the event loop's share of it) and peak memory.
+    # Each shard says what it cost: CPU (the event loop's, reading and writing shares of it)
+    # and peak memory.
     shard = json.loads((out / "rounds/000/shard-00000/manifest.json").read_text())
-    assert 0 < shard["cpuSeconds"]["eventLoop"] <= shard["cpuSeconds"]["process"]
+    cpu = shard["cpuSeconds"]
+    assert all(cpu[stage] > 0 for stage in ("eventLoop", "reading", "writing"))
+    assert cpu["eventLoop"] + cpu["reading"] + cpu["writing"] <= cpu["process"]
     assert 20 < shard["peakMemoryMiB"] < 4096
     assert all(r["x"] * 2 == r["y"] for r in rows)
     combined = out / f"predictions.{fmt}"

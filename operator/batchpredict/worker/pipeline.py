@@ -14,6 +14,7 @@ import itertools
 import logging
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -122,6 +123,9 @@ class ShardPipeline:
         self._group: asyncio.TaskGroup | None = None
         self._work_array: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self._work: Sequence[int] = range(0)
+        # CPU seconds of the reading thread and of chunk commits: with the event loop's, where
+        # a shard's CPU goes (the shard manifest's cpuSeconds).
+        self.cpu_seconds = {"reading": 0.0, "writing": 0.0}
 
     async def run(
         self, work: Sequence[int], todo: list[int], read: Callable[..., Iterator[ItemBatch]]
@@ -199,6 +203,7 @@ class ShardPipeline:
             )
         item_bytes = sum(b.item_bytes() for b in self.preprocessor.inputs)
         rows = read_rows(self.settings.batch_size, item_bytes)
+        started = time.thread_time()
         try:
             for batch in read(first, last + 1, wanted=wanted, batch_rows=rows):
                 if stop.is_set():
@@ -215,6 +220,7 @@ class ShardPipeline:
                     )
                 self._put(loop, queue, prepared, stop)
         finally:
+            self.cpu_seconds["reading"] = time.thread_time() - started
             self._put(loop, queue, None, stop)
 
     @staticmethod
@@ -372,12 +378,15 @@ class ShardPipeline:
 
     async def _commit(self, chunk: Chunk) -> None:
         del self._chunks[chunk.number]
-        succeeded = await asyncio.to_thread(self._write_chunk, chunk)
+        succeeded, cpu = await asyncio.to_thread(self._write_chunk, chunk)
+        self.cpu_seconds["writing"] += cpu
         self.on_commit(succeeded, len(chunk.failures), chunk.failures)
 
-    def _write_chunk(self, chunk: Chunk) -> int:
+    def _write_chunk(self, chunk: Chunk) -> tuple[int, float]:
+        """Commit `chunk` (in a thread); returns its predictions and the CPU seconds spent."""
         s = self.settings
-        return write_chunk(
+        started = time.thread_time()
+        succeeded = write_chunk(
             self.layout,
             chunk,
             self.outputs,
@@ -386,3 +395,4 @@ class ShardPipeline:
             shard=s.shard,
             output_format=s.output_format,
         )
+        return succeeded, time.thread_time() - started
