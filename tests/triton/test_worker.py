@@ -344,6 +344,21 @@ def test_missing_dataset_exits_cannot_start(triton_server: TritonHandle, tmp_pat
     assert termination(tmp_path)["reason"] == "PlanNotFound"
 
 
+def test_an_output_location_that_cannot_be_written_exits_cannot_start(
+    triton_server: TritonHandle, tmp_path: Path
+) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"x": 1.0}\n')
+    (tmp_path / "taken").write_text("a file where the outputs' directory would go")
+    spec = spec_for(
+        triton_server, "double", {"uri": str(data), "format": "jsonl"}, tmp_path / "taken" / "out"
+    )
+    assert run("plan", worker_env(spec, tmp_path)) == exit_codes.CANNOT_START
+    message = termination(tmp_path)
+    assert message["reason"] == "OutputNotWritable"
+    assert f"spec.output.uri: cannot write {tmp_path}/taken/out/plan.json" in message["message"]
+
+
 @pytest.fixture
 def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A directory served over plain HTTP, and its base URL."""

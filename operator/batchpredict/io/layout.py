@@ -32,6 +32,10 @@ from fsspec.implementations.local import LocalFileSystem
 from batchpredict.io.storage import filesystem
 
 _CHUNK = re.compile(r"predictions-(\d+)\.(jsonl|parquet)$")
+# Object stores publish an upload whole when it completes, never half of it: they need no
+# temporary name (copying one into place costs two more requests per file) and have no
+# directories to make (s3fs and gcsfs would create a mistyped bucket).
+_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs"})
 
 
 class OutputLayout:
@@ -42,6 +46,9 @@ class OutputLayout:
         self.fs, root = filesystem(self.uri, "spec.output.uri")
         self.root = root.rstrip("/")
         self._local = isinstance(self.fs, LocalFileSystem)
+        protocol = self.fs.protocol  # a name, or a tuple of a driver's names
+        protocols = {protocol} if isinstance(protocol, str) else set(protocol)
+        self._object_store = bool(protocols & _OBJECT_STORES)
         self._made: set[str] = set()  # directories known to exist
 
     # --- paths --------------------------------------------------------------------------
@@ -88,7 +95,18 @@ class OutputLayout:
     # --- storage ------------------------------------------------------------------------
     @contextlib.contextmanager
     def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
-        """Write to a temporary name beside `path`, then rename: readers never see half."""
+        """Write `path` so that readers never see half of it: on an object store one upload,
+        published when it completes; elsewhere a temporary name beside it, then a rename."""
+        if self._object_store:
+            handle = self.fs.open(path, "wb")
+            try:
+                yield handle
+            except BaseException:
+                handle.discard()  # abandon the upload: nothing reaches the store
+                handle.closed = True  # and closing it (s3fs does when collected) must not finish it
+                raise
+            handle.close()
+            return
         directory, name = path.rsplit("/", 1)
         if directory not in self._made:
             self.fs.makedirs(directory, exist_ok=True)

@@ -6,7 +6,8 @@ from __future__ import annotations
 OK = 0
 # Usage error (bad command line); never produced by a correctly built Job.
 USAGE = 2
-# The role cannot start: invalid spec, dataset missing, model missing or not ready.
+# The role cannot start: invalid spec, dataset missing, model missing or not ready, output
+# location not writable.
 # Retrying the pod does not help; the operator fails the run with the reported reason.
 CANNOT_START = 3
 # The role broke part-way (crash, storage error). Retrying the pod resumes where it stopped.
@@ -18,3 +19,4 @@ REASON_MODEL_NOT_FOUND = "ModelNotFound"
 REASON_MODEL_NOT_READY = "ModelNotReady"
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_PLAN_NOT_FOUND = "PlanNotFound"
+REASON_OUTPUT_NOT_WRITABLE = "OutputNotWritable"

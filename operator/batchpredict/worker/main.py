@@ -35,9 +35,10 @@ Roles and exit codes (worker/exit_codes.py)
             output.combine, <output>/predictions.<format>; termination message
             {"total","succeeded","failed","notProcessed","predictions"}
   0 = done (a shard's failed items are recorded, not fatal); 3 = cannot start (invalid spec,
-  dataset missing, model missing/not ready, no plan); 4 = broken part-way (retry the pod: it
-  resumes). On 3 and 4 the termination message is {"reason": ..., "message": ...}, reason one
-  of InvalidSpec, DatasetNotFound, ModelNotFound, ModelNotReady, PlanNotFound, Crashed.
+  dataset missing, model missing/not ready, no plan, output not writable); 4 = broken part-way
+  (retry the pod: it resumes). On 3 and 4 the termination message is {"reason": ...,
+  "message": ...}, reason one of InvalidSpec, DatasetNotFound, ModelNotFound, ModelNotReady,
+  PlanNotFound, OutputNotWritable, Crashed.
 
 Output layout: see batchpredict.io.layout. Failure records (JSONL): {id, position, shard, round,
 code, message, attempts, retryable}; codes are gRPC-style from Triton (INVALID_ARGUMENT,

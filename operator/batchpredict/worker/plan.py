@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batchpredict.planning import DEFAULT_CHUNK_ITEMS, plan_shards
-from batchpredict.worker.config import WorkerEnv
+from batchpredict.worker import exit_codes
+from batchpredict.worker.config import CannotStartError, WorkerEnv
 from batchpredict.worker.setup import check_run, load_dataset, open_layout, setup_model
 
 
@@ -37,5 +38,11 @@ async def run_plan(env: WorkerEnv) -> dict[str, Any]:
         "inputs": [b.__dict__ | {"shape": list(b.shape)} for b in setup.inputs],
         "outputs": [{"tensor": o.tensor, "field": o.field} for o in setup.outputs],
     }
-    await asyncio.to_thread(layout.write_json, layout.plan, document)
+    try:  # the run's first write to its output location
+        await asyncio.to_thread(layout.write_json, layout.plan, document)
+    except OSError as error:  # a missing bucket, no permission, a read-only volume
+        raise CannotStartError(
+            exit_codes.REASON_OUTPUT_NOT_WRITABLE,
+            f"spec.output.uri: cannot write {layout.url(layout.plan)}: {error}",
+        ) from None
     return result
