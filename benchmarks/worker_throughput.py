@@ -3,12 +3,13 @@
 Starts tritonserver, then for each model, in one run:
   1. two ideal clients replay pre-built requests (no reading, no preprocessing, no writing)
      at the batch size and concurrency the worker picks automatically: tritonclient's
-     grpc.aio client with pre-built InferInputs, and Triton's generated gRPC stub with
-     pre-built ModelInferRequest protobufs (the cheapest client we know; the worker uses it);
+     grpc.aio client with pre-built InferInputs, and a bare gRPC ModelInfer call with
+     pre-serialized ModelInferRequests (the cheapest client we know; the worker sends so);
   2. the worker (plan + one shard, as `batchpredict-worker` processes) reads N items from
      Parquet, preprocesses, infers, writes Parquet chunks;
   3. the ideal clients again (runs are averaged: this machine is noisy);
-then peak RSS of a shard worker for 100,000 and 1,000,000 items.
+then peak RSS of a shard worker for 100,000 and 1,000,000 items; then the comparison again
+with tritonserver and the clients on separate cores (`--no-separate-cores` skips it).
 
 The ratio is taken against the faster ideal client. CPU seconds of each side and of
 tritonserver are printed too: where client and server share a few cores, throughput is
@@ -119,8 +120,8 @@ def run_role(role: str, env: dict[str, str]) -> tuple[float, float]:
     return time.monotonic() - started, cpu
 
 
-def server_cpu(triton: TritonHandle) -> float:
-    """CPU seconds used so far by tritonserver and its Python-backend stub processes."""
+def _process_tree(root: int) -> list[int]:
+    """`root` and every process below it (tritonserver's Python-backend stubs)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -128,16 +129,41 @@ def server_cpu(triton: TritonHandle) -> float:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0.0, [triton.process.pid]
+    tree, todo = [], [root]
     while todo:
         pid = todo.pop()
+        tree.append(pid)
         todo += children.get(pid, [])
+    return tree
+
+
+def server_cpu(triton: TritonHandle) -> float:
+    """CPU seconds used so far by tritonserver and its Python-backend stub processes."""
+    total = 0.0
+    for pid in _process_tree(triton.process.pid):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def _pin(pid: int | str, cpus: set[int]) -> None:
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(thread.name), cpus)
+
+
+def separate_cores(triton: TritonHandle) -> str:
+    """Give tritonserver the first half of the cores and the clients (this process, the
+    workers it starts) the rest, as a worker pod beside its own Triton would have them."""
+    cpus = sorted(os.sched_getaffinity(0))
+    half = max(1, len(cpus) // 2)
+    server, clients = set(cpus[:half]), set(cpus[half:])
+    for pid in _process_tree(triton.process.pid):
+        _pin(pid, server)
+    _pin("self", clients)
+    return f"tritonserver on cpus {sorted(server)}, the clients on cpus {sorted(clients)}"
 
 
 def run_worker(triton: TritonHandle, model: str, items: int, tmp: Path) -> dict[str, Any]:
@@ -235,7 +261,8 @@ def _mean(runs: list[dict[str, float]], key: str) -> float:
     return sum(r[key] for r in runs) / len(runs)
 
 
-def compare(triton: TritonHandle, model: str, items: int, tmp: Path) -> None:
+def compare(triton: TritonHandle, model: str, items: int, tmp: Path, cores: str | None) -> None:
+    """Worker against ideal clients; `cores` says how the cores are split (None: shared)."""
     # A warm-up run over the same items picks (and tunes) the automatic settings that the
     # ideal clients then use.
     warm = run_worker(triton, model, items, tmp)
@@ -248,6 +275,7 @@ def compare(triton: TritonHandle, model: str, items: int, tmp: Path) -> None:
         ideal[kind].append(ideal_client(triton, kind, model, items, batch, concurrency))
     per_million = 1e6 / items
     print(f"== model {model}: {items:,} items, Parquet in, Parquet out, 1 shard")
+    print(f"cores: {cores or f'{os.cpu_count()}, shared by tritonserver and the client'}")
     print(f"automatic settings: batch size {batch}, concurrency {concurrency}")
     for kind, runs in ideal.items():
         rates = ", ".join(f"{r['rate']:,.0f}" for r in runs)
@@ -270,16 +298,20 @@ def compare(triton: TritonHandle, model: str, items: int, tmp: Path) -> None:
         f"tritonserver {worker['server_cpu'] * per_million:.2f}"
     )
     best = max(IDEALS, key=lambda kind: _mean(ideal[kind], "rate"))
+    ratio = worker_rate / _mean(ideal[best], "rate")
+    if cores is not None:
+        print(f"worker/ideal throughput ratio, tritonserver on cores of its own: {ratio:.2f}")
+        return
     # Where client and server share the cores, items/s ~ cores / CPU seconds per item of both:
     # the ratio the CPU figures alone predict (benchmarks/README.md).
     ideal_cpu = _mean(ideal[best], "cpu") + _mean(ideal[best], "server_cpu")
     worker_cpu = cpu["process"] / per_million + worker["server_cpu"]
     print(
-        f"cores on this machine: {os.cpu_count()}; ratio against the {best} ideal client; "
-        f"CPU-bound estimate (ideal client + tritonserver CPU) / (worker + tritonserver CPU): "
+        f"ratio against the {best} ideal client; CPU-bound estimate "
+        f"(ideal client + tritonserver CPU) / (worker + tritonserver CPU): "
         f"{ideal_cpu / worker_cpu:.2f}"
     )
-    print(f"worker/ideal throughput ratio: {worker_rate / _mean(ideal[best], 'rate'):.2f}")
+    print(f"worker/ideal throughput ratio: {ratio:.2f}")
 
 
 def main() -> None:
@@ -287,12 +319,17 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--rss-items", type=int, nargs="*", default=[100_000, 1_000_000])
+    parser.add_argument(
+        "--no-separate-cores",
+        action="store_true",
+        help="skip the second comparison, with tritonserver and the clients on separate cores",
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-worker-"))
     triton = start_triton(write_model_repository(tmp / "models", MODELS))
     try:
         for model in args.models:
-            compare(triton, model, args.items, tmp)
+            compare(triton, model, args.items, tmp, cores=None)
         for items in args.rss_items:
             result = run_worker(triton, "double", items, tmp)
             # The worker's own VmHWM: wait4's ru_maxrss would count the pages of this (large)
@@ -300,6 +337,10 @@ def main() -> None:
             print(
                 f"peak RSS of a shard worker, {items:>9,} items: {result['peakMemoryMiB']:.0f} MiB"
             )
+        if not args.no_separate_cores and len(os.sched_getaffinity(0)) > 1:
+            cores = separate_cores(triton)
+            for model in args.models:
+                compare(triton, model, args.items, tmp, cores=cores)
     finally:
         triton.stop()
         shutil.rmtree(tmp, ignore_errors=True)
