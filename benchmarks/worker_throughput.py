@@ -287,13 +287,13 @@ def compare(triton: TritonHandle, model: str, items: int, tmp: Path, cores: str 
         )
     worker_rate = items / worker["seconds"]
     cpu = {stage: seconds * per_million for stage, seconds in worker["cpuSeconds"].items()}
-    grpc_threads = cpu["process"] - cpu["eventLoop"] - cpu["reading"] - cpu["writing"]
+    other_threads = cpu["process"] - cpu["eventLoop"] - cpu["reading"] - cpu["writing"]
     print(
         f"worker: {worker_rate:,.0f} items/s in the shard pipeline "
         f"({items / worker['wall']:,.0f} items/s counting process start and model checks); "
         f"CPU s per 1M items: worker {cpu['process']:.2f} "
         f"(event loop {cpu['eventLoop']:.2f}, reading {cpu['reading']:.2f}, "
-        f"writing {cpu['writing']:.2f}, gRPC threads {grpc_threads:.2f}; "
+        f"writing {cpu['writing']:.2f}, other threads (gRPC's) {other_threads:.2f}; "
         f"{worker['cpu'] * per_million:.2f} with process start), "
         f"tritonserver {worker['server_cpu'] * per_million:.2f}"
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import io
 import json
-import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from moto.server import ThreadedMotoServer
 
 from batchpredict.io.layout import OutputLayout
 from batchpredict.worker import exit_codes
+from tests.harness.procs import free_port
 from tests.harness.triton_server import TritonHandle
 from tests.triton.support import run_cli, termination, worker_env
 
@@ -67,15 +67,9 @@ class S3Store:
         return [json.loads(line) for line in data.splitlines() if line.strip()]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Store]:
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -190,12 +184,21 @@ def test_s3_shard_redoes_only_the_chunk_it_did_not_commit(
     assert s3.fs.exists(f"{shard_dir}/failures-000003.jsonl")
     s3.fs.rm_file(lost)
     s3.fs.rm_file(f"{shard_dir}/manifest.json")
-    kept = {k: s3.fs.info(k)["LastModified"] for k in chunks if k != lost}
+    # Chunk 1 has no bad item, but that attempt had recorded one of its items as failed (Triton
+    # was away) before dying at the commit point: the rerun answers it, and the record must go.
+    stale = f"{shard_dir}/failures-000001.jsonl"
+    record = {"id": "45", "position": 45, "code": "UNAVAILABLE", "retryable": True}
+    s3.fs.pipe_file(stale, json.dumps(record).encode() + b"\n")
+    also_lost = f"{shard_dir}/predictions-000001.jsonl"
+    s3.fs.rm_file(also_lost)
+    kept = {k: s3.fs.info(k)["LastModified"] for k in chunks if k not in {lost, also_lost}}
     time.sleep(1.1)  # S3's LastModified counts whole seconds: a rewrite would show
     run_role("shard", env, tmp_path, JOB_COMPLETION_INDEX="0")
     result = run_role("finalize", env, tmp_path)
 
     assert s3.fs.exists(lost)
+    assert s3.fs.exists(also_lost)
+    assert not s3.fs.exists(stale), "a failure record outlived its chunk's commit"
     redone = {k: s3.fs.info(k)["LastModified"] for k in kept}
     assert redone == kept, "committed chunks were redone"
     assert (result["total"], result["succeeded"], result["failed"]) == (n, n - 3, 3)
@@ -247,7 +250,8 @@ def test_an_output_bucket_that_does_not_exist_is_named_and_never_created(
     assert not s3.fs.exists("mistyped-bucket")
 
 
-@pytest.mark.parametrize("size", [1024, 6 * 1024 * 1024])  # one PUT; a multipart upload
+# One PUT at close; a multipart upload (s3fs uploads parts of 50 MiB).
+@pytest.mark.parametrize("size", [1024, 51 * 1024 * 1024])
 def test_a_write_that_breaks_leaves_no_object(
     s3: S3Store, monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
@@ -267,4 +271,5 @@ def test_a_write_that_breaks_leaves_no_object(
     layout.write_atomic(layout.path("whole.json"), b"{}")
 
     assert s3.keys(f"broken-{size}") == [f"{BUCKET}/broken-{size}/whole.json"]
+    assert not s3.fs.list_multipart_uploads(BUCKET), "an abandoned upload was left open"
     s3fs.S3FileSystem.clear_instance_cache()

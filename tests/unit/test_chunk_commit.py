@@ -18,7 +18,7 @@ BINDINGS = [OutputBinding("y", "y")]
 
 
 def answered_chunk(ids: list[str], failed: list[int]) -> Chunk:
-    """Chunk 0 of three items, `failed` of them recorded as failures, the rest answered."""
+    """Chunk 0 of items `ids`, `failed` of them recorded as failures, the rest answered."""
     batch = ItemBatch(np.arange(len(ids), dtype=np.int64), pa.array(ids))
     prepared = Prepared(batch, order=np.arange(len(ids), dtype=np.int64))
     chunk = Chunk(0, len(ids))
@@ -50,7 +50,7 @@ def test_a_chunk_without_failures_removes_what_a_broken_attempt_recorded(tmp_pat
     assert outcome.failures == {0: []}  # every item exactly once: all in predictions
 
 
-def test_a_chunk_with_failures_records_them_before_its_predictions(tmp_path: Path) -> None:
+def test_a_chunk_with_failures_records_each_item_once(tmp_path: Path) -> None:
     layout = OutputLayout(str(tmp_path))
     assert commit(layout, answered_chunk(["a", "b", "c"], failed=[0, 2])) == 1
     outcome = round_outcome(layout, 0, 0, range(3), chunk_items=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from batchpredict.triton.tensors import (
     bind_inputs,
 )
 from batchpredict.worker.pipeline import read_rows
+from batchpredict.worker.plan import cannot_write_there
 from batchpredict.worker.postprocess import output_columns
 from batchpredict.worker.preprocess import ItemError, Preprocessor, decode_image
 
@@ -191,3 +193,25 @@ def test_reads_hold_whole_requests_and_a_bounded_number_of_bytes() -> None:
     image = 3 * 224 * 224 * 4
     assert read_rows(8, image) == 104  # 64 MiB of 588 KiB images, in whole requests
     assert read_rows(256, image) == 256  # at least one request
+    assert read_rows(64, None) == 64  # items of unknown size: one request per read
+    assert InputBinding("x", "x", "FP32", (3, 224, 224)).fixed_size
+    assert not InputBinding("x", "x", "FP32", (-1, -1, 3)).fixed_size
+    assert not InputBinding("x", "x", "BYTES", (1,)).fixed_size
+
+
+@pytest.mark.parametrize(
+    ("error", "location_is_wrong"),
+    [
+        (FileNotFoundError("NoSuchBucket"), True),
+        (PermissionError("AccessDenied"), True),
+        (NotADirectoryError("a file where the directory goes"), True),
+        (OSError(errno.EROFS, "Read-only file system"), True),
+        (TimeoutError("read timeout"), False),
+        (ConnectionRefusedError("connection refused"), False),
+        (OSError(errno.EIO, "SlowDown"), False),
+    ],
+)
+def test_only_a_wrong_output_location_stops_the_plan_for_good(
+    error: OSError, location_is_wrong: bool
+) -> None:
+    assert cannot_write_there(error) is location_is_wrong

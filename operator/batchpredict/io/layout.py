@@ -101,11 +101,11 @@ class OutputLayout:
             handle = self.fs.open(path, "wb")
             try:
                 yield handle
+                handle.close()  # completes the upload
             except BaseException:
                 handle.discard()  # abandon the upload: nothing reaches the store
                 handle.closed = True  # and closing it (s3fs does when collected) must not finish it
                 raise
-            handle.close()
             return
         directory, name = path.rsplit("/", 1)
         if directory not in self._made:
@@ -134,12 +134,13 @@ class OutputLayout:
             handle.write(data)
 
     def remove(self, path: str) -> None:
-        """Remove `path` if it is there."""
+        """Remove `path` if it is there; raises when the store refuses."""
         with contextlib.suppress(FileNotFoundError):
             if self._local:
                 os.remove(path)
             else:
-                self.fs.rm(path)
+                # Not fs.rm: s3fs deletes in bulk there and ignores a key it failed to delete.
+                self.fs.rm_file(path)
 
     def write_json(self, path: str, value: Any) -> None:
         self.write_atomic(path, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")

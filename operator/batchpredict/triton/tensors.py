@@ -37,6 +37,11 @@ class InputBinding:
     def dtype(self) -> np.dtype[np.generic]:
         return np.dtype(triton_to_np_dtype(self.datatype))
 
+    @property
+    def fixed_size(self) -> bool:
+        """Whether every item has the same size: no variable dimension, not BYTES."""
+        return self.datatype != "BYTES" and -1 not in self.shape
+
     def item_bytes(self) -> int:
         size = int(np.prod([d if d > 0 else 1 for d in self.shape])) if self.shape else 1
         return size * (self.dtype.itemsize if self.datatype != "BYTES" else 64)

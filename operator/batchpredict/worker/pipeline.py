@@ -41,8 +41,12 @@ READ_ROWS = 16384
 READ_BYTES = 64 * 1024 * 1024
 
 
-def read_rows(batch_size: int, item_bytes: int) -> int:
-    """Rows per read: whole requests, up to READ_ROWS items and READ_BYTES of input."""
+def read_rows(batch_size: int, item_bytes: int | None) -> int:
+    """Rows per read: whole requests, up to READ_ROWS items and READ_BYTES of input; one
+    request when items vary in size (`item_bytes` None: BYTES or variable dimensions), whose
+    requests cost far more than a hand-over anyway."""
+    if item_bytes is None:
+        return batch_size
     per_read = min(READ_ROWS, READ_BYTES // max(1, item_bytes))
     return batch_size * max(1, per_read // batch_size)
 
@@ -201,8 +205,11 @@ class ShardPipeline:
             wanted = np.concatenate(
                 [np.asarray(work[c * size : (c + 1) * size], dtype=np.int64) for c in todo]
             )
-        item_bytes = sum(b.item_bytes() for b in self.preprocessor.inputs)
-        rows = read_rows(self.settings.batch_size, item_bytes)
+        inputs = self.preprocessor.inputs
+        fixed = all(b.fixed_size for b in inputs)
+        rows = read_rows(
+            self.settings.batch_size, sum(b.item_bytes() for b in inputs) if fixed else None
+        )
         started = time.thread_time()
         try:
             for batch in read(first, last + 1, wanted=wanted, batch_rows=rows):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,9 +41,18 @@ async def run_plan(env: WorkerEnv) -> dict[str, Any]:
     }
     try:  # the run's first write to its output location
         await asyncio.to_thread(layout.write_json, layout.plan, document)
-    except OSError as error:  # a missing bucket, no permission, a read-only volume
+    except OSError as error:
+        if not cannot_write_there(error):
+            raise  # a timeout or a refused connection: the pod is retried
         raise CannotStartError(
             exit_codes.REASON_OUTPUT_NOT_WRITABLE,
             f"spec.output.uri: cannot write {layout.url(layout.plan)}: {error}",
         ) from None
     return result
+
+
+def cannot_write_there(error: OSError) -> bool:
+    """The location itself is wrong (a missing bucket, no permission, a read-only volume, a
+    file in the way), as opposed to a store that did not answer this time."""
+    wrong = (FileNotFoundError, PermissionError, NotADirectoryError, FileExistsError)
+    return isinstance(error, wrong) or error.errno == errno.EROFS

@@ -36,7 +36,7 @@ class Request:
     indices: NDArray[np.intp]
     tensors: dict[str, NDArray[Any]]
     # The request as sent (TritonClient.encode), built ahead in the reading thread.
-    encoded: Any = None
+    encoded: bytes | None = None
 
 
 @dataclass

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import resource
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +35,21 @@ def peak_memory_mib() -> float:
     except OSError:
         pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+@contextlib.contextmanager
+def lean_gc() -> Iterator[None]:
+    """The pipeline makes many short-lived objects and few cycles: leave what start-up loaded
+    out of the collector's scans, and scan less often (5% less CPU per item on Python 3.11)."""
+    thresholds = gc.get_threshold()
+    gc.collect()  # start-up's garbage goes now, not frozen with the rest
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 class CpuClock:
@@ -142,13 +159,10 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
                 setup.batch_size,
                 setup.concurrency,
             )
-            # The pipeline makes many short-lived objects and few cycles: leave what start-up
-            # loaded out of the collector's scans, and scan less often (5% less CPU per item).
-            gc.freeze()
-            gc.set_threshold(50_000, 20, 100)
-            started = time.monotonic()  # throughput of the pipeline, not of the model checks
-            cpu = CpuClock()
-            await pipeline.run(work, todo, dataset.iter_items)
+            with lean_gc():
+                started = time.monotonic()  # throughput of the pipeline, not of start-up
+                cpu = CpuClock()
+                await pipeline.run(work, todo, dataset.iter_items)
         elapsed = time.monotonic() - started
         manifest = {
             "round": env.round,
@@ -164,8 +178,9 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
             "concurrency": pipeline.tuner.limit if pipeline else None,
             "seconds": round(elapsed, 3),
             "itemsPerSecond": round(reporter.done_here / elapsed, 1) if elapsed > 0 else 0.0,
-            # Where the pipeline's CPU went: the event loop is the one serial stage; the rest of
-            # the process's, beyond reading and writing, is gRPC's own threads.
+            # Where the pipeline's CPU went: the event loop is the one serial stage; `reading`
+            # (read, preprocess, encode requests) and `writing` (commit chunks) are threads; the
+            # rest of the process's is other threads (gRPC's own, report writes).
             "cpuSeconds": cpu.read(pipeline.cpu_seconds if pipeline else None),
             "peakMemoryMiB": peak_memory_mib(),
             "finishedAt": datetime.now(UTC).isoformat(),
