@@ -50,6 +50,7 @@ def test_auto_batch_size_respects_max_batch_size_and_bytes() -> None:
     image = [InputBinding("x", "x", "FP32", (3, 1024, 1024))]
     big = ModelInfo("m", "1", [], [], 4096)
     assert auto_batch_size(big, image, None) == 2  # 32 MiB / 12 MiB per item
+    assert auto_batch_size(big, image, 1000) == 85  # asked for: within 1 GiB per request
 
 
 def test_columnar_batch_falls_back_per_item_for_a_bad_row() -> None:

@@ -19,6 +19,8 @@ ITEM_FIELD = "$item"
 # Input bytes budget of one request when the batch size is automatic.
 AUTO_BATCH_BYTES = 32 * 1024 * 1024
 AUTO_BATCH_MAX = 1024
+# A request's input bytes, whatever the spec asks: gRPC refuses messages of 2 GiB or more.
+MAX_REQUEST_BYTES = 1024 * 1024 * 1024
 MAX_AUTO_CONCURRENCY = 64
 
 
@@ -114,16 +116,16 @@ def bind_outputs(spec: ModelRef, info: ModelInfo) -> list[OutputBinding]:
 
 
 def auto_batch_size(info: ModelInfo, inputs: list[InputBinding], wanted: int | None) -> int:
-    """Requested size within max_batch_size; else the largest preferred size, else what fits
-    AUTO_BATCH_BYTES (at most AUTO_BATCH_MAX)."""
+    """Requested size within max_batch_size and MAX_REQUEST_BYTES; else the largest preferred
+    size, else what fits AUTO_BATCH_BYTES (at most AUTO_BATCH_MAX)."""
     limit = info.max_batch_size
     if limit <= 0:
         return 1  # the model does not batch: one item per request
+    item_bytes = max(1, sum(b.item_bytes() for b in inputs))
     if wanted is not None:
-        return min(wanted, limit)
+        return max(1, min(wanted, limit, MAX_REQUEST_BYTES // item_bytes))
     if info.preferred_batch_sizes:
         return min(max(info.preferred_batch_sizes), limit)
-    item_bytes = max(1, sum(b.item_bytes() for b in inputs))
     return max(1, min(limit, AUTO_BATCH_MAX, AUTO_BATCH_BYTES // item_bytes))
 
 

@@ -20,7 +20,10 @@ class BatchingSpec(ApiModel):
         default=None,
         ge=1,
         le=65536,
-        description="Items per request; from the model's max_batch_size when left out.",
+        description=(
+            "Items per request, within the model's max_batch_size and 1 GiB of input; "
+            "from the model's config when left out."
+        ),
     )
     concurrency: int | None = Field(
         default=None, ge=1, le=1024, description="Requests in flight per pod; automatic if unset."
