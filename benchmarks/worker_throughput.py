@@ -305,7 +305,7 @@ def compare(triton: TritonHandle, model: str, items: int, tmp: Path, cores: str 
     # Where client and server share the cores, items/s ~ cores / CPU seconds per item of both:
     # the ratio the CPU figures alone predict (benchmarks/README.md).
     ideal_cpu = _mean(ideal[best], "cpu") + _mean(ideal[best], "server_cpu")
-    worker_cpu = cpu["process"] / per_million + worker["server_cpu"]
+    worker_cpu = worker["cpuSeconds"]["process"] + worker["server_cpu"]
     print(
         f"ratio against the {best} ideal client; CPU-bound estimate "
         f"(ideal client + tritonserver CPU) / (worker + tritonserver CPU): "
