@@ -15,6 +15,8 @@ from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
 SHARDS_PER_POD = 4
 # Items per output chunk: what a killed worker may lose and redo at most.
 DEFAULT_CHUNK_ITEMS = 10_000
+# An Indexed Job allows at most 100,000 completions: more shards make bigger shards instead.
+MAX_SHARDS = 100_000
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ class ShardPlan:
 
 
 def shard_count(total_items: int, spec: BatchPredictionSpec) -> int:
-    """spec.shards, else ceil(total/itemsPerShard), else 4 x parallelism; within 1..total."""
+    """spec.shards, else ceil(total/itemsPerShard), else 4 x parallelism; within 1..total
+    and at most MAX_SHARDS (itemsPerShard then grows to fit)."""
     if spec.shards is not None:
         wanted = spec.shards
     elif spec.items_per_shard is not None:
@@ -68,7 +71,7 @@ def shard_count(total_items: int, spec: BatchPredictionSpec) -> int:
     else:
         wanted = SHARDS_PER_POD * spec.parallelism
     # Never an empty shard (except for an empty dataset, which still gets one).
-    return max(1, min(wanted, total_items))
+    return max(1, min(wanted, total_items, MAX_SHARDS))
 
 
 def plan_shards(

@@ -31,8 +31,15 @@ from batchpredict.incluster import (
     service_account_token,
 )
 from batchpredict.reconcile.decision import Decision
-from batchpredict.reconcile.naming import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_RUN, MANAGED_BY, Role
-from batchpredict.reconcile.observed import JobState, Observed, StepOutcome
+from batchpredict.reconcile.naming import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_RUN, MANAGED_BY
+from batchpredict.reconcile.observed import (
+    JobState,
+    Observed,
+    PodResult,
+    controller_uid,
+    observe_run,
+    owner_uid,
+)
 from batchpredict.reconcile.patching import merge_patch
 from batchpredict.reconcile.pods import WORKER_CONTAINER
 from batchpredict.reconcile.policy import admitted_runs
@@ -40,7 +47,7 @@ from batchpredict.reconcile.run import reconcile_run
 
 RunKey = tuple[str, str]  # (namespace, BatchPrediction uid)
 MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
-INDEXES = ("jobs_by_run", "step_pods_by_run", "reports_by_run")
+INDEXES = ("jobs_by_run", "pods_by_run", "reports_by_run")
 # Phases that hold one of the operator's `maxRunning` slots.
 HOLDING = {Phase.PENDING.value, Phase.RUNNING.value, Phase.RETRYING.value}
 
@@ -90,27 +97,30 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 # -- indexes: what the timer reads instead of calling the API ---------------------------------
 
 
-def _is_step_pod(labels: kopf.Labels, **_: Any) -> bool:
-    return labels.get(LABEL_ROLE) in {Role.PLAN.value, Role.FINALIZE.value}
-
-
+# Children are keyed by the run that owns them (its UID in their owner reference), never by a
+# label: a Job or report counts only when the run is its owner.
 @kopf.index("batch", "v1", "jobs", labels=MANAGED)
-def jobs_by_run(*, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
-    return {(namespace, labels.get(LABEL_RUN, "")): JobState.from_job(body)}
+def jobs_by_run(*, body: kopf.Body, namespace: str | None, meta: kopf.Meta, **_: Any) -> Any:
+    run = controller_uid(meta, "BatchPrediction")
+    return {(namespace, run): JobState.from_job(body)} if run else {}
 
 
-@kopf.index("", "v1", "pods", labels=MANAGED, when=_is_step_pod)
-def step_pods_by_run(
-    *, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
-) -> Any:
-    outcome = StepOutcome.from_pod(body, WORKER_CONTAINER)
-    return {(namespace, labels.get(LABEL_RUN, "")): (labels.get(LABEL_ROLE), outcome)}
+@kopf.index("", "v1", "pods", labels=MANAGED)
+def pods_by_run(*, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
+    """Finished worker pods: what plan and finalize found, and each completed shard's exit
+    summary (its counts when its progress report never reached the API server). The run's
+    UID label only groups them; `observe_run` keeps those of the run's own Jobs."""
+    result = PodResult.from_pod(body, WORKER_CONTAINER)
+    return {(namespace, labels.get(LABEL_RUN, "")): result} if result else {}
 
 
 @kopf.index(GROUP, VERSION, REPORT_PLURAL)
-def reports_by_run(*, body: kopf.Body, namespace: str | None, **_: Any) -> Any:
+def reports_by_run(*, body: kopf.Body, namespace: str | None, meta: kopf.Meta, **_: Any) -> Any:
+    run = owner_uid(meta, "BatchPrediction")
+    if not run:
+        return {}
     report = BatchPredictionShard.model_validate(dict(body))
-    return {(namespace, report.spec.run_uid): report}
+    return {(namespace, run): report} if report.spec.run_uid == run else {}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -122,17 +132,11 @@ def runs(*, body: kopf.Body, uid: str, meta: kopf.Meta, status: kopf.Status, **_
 
 def observe(key: RunKey, indexes: dict[str, kopf.Index[RunKey, Any]]) -> Observed:
     """The run's children from the indexes."""
-    steps: dict[str, StepOutcome] = {}
-    for role, outcome in indexes["step_pods_by_run"].get(key, []):
-        # A retried step has several pods: a success wins, else any finished one.
-        if outcome is not None and (role not in steps or outcome.succeeded):
-            steps[role] = outcome
-    return Observed(
-        now=datetime.now(UTC),
+    return observe_run(
+        datetime.now(UTC),
         jobs=tuple(indexes["jobs_by_run"].get(key, [])),
         reports=tuple(indexes["reports_by_run"].get(key, [])),
-        plan=steps.get(Role.PLAN.value),
-        finalize=steps.get(Role.FINALIZE.value),
+        pods=tuple(indexes["pods_by_run"].get(key, [])),
     )
 
 
@@ -222,6 +226,8 @@ async def _perform(bp: BatchPrediction, decision: Decision, memo: kopf.Memo, log
     for job_name, job_patch in decision.patch_jobs:
         await kube.patch_job(memo.api, namespace, job_name, job_patch)
         log.info("patched Job %s: %s", job_name, job_patch)
+    for report in decision.delete_reports:
+        await kube.delete_report(memo.api, namespace, report)
     if decision.delete_self:
         log.info("ttlSecondsAfterFinished passed: deleting %s (outputs are kept)", name)
         await kube.delete_batch_prediction(memo.api, namespace, name)

@@ -8,6 +8,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from batchpredict.api.v1alpha1 import GROUP, PLURAL, VERSION
+from batchpredict.api.v1alpha1.report import REPORT_PLURAL
 
 CONFLICT = 409
 NOT_FOUND = 404
@@ -79,6 +80,16 @@ async def delete_batch_prediction(api: client.ApiClient, namespace: str, name: s
         await custom.delete_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background"
         )
+    except ApiException as error:
+        if error.status != NOT_FOUND:
+            raise
+
+
+async def delete_report(api: client.ApiClient, namespace: str, name: str) -> None:
+    """Delete a finished run's progress report; one already gone is fine."""
+    custom = client.CustomObjectsApi(api)
+    try:
+        await custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, REPORT_PLURAL, name)
     except ApiException as error:
         if error.status != NOT_FOUND:
             raise

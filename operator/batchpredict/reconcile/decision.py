@@ -23,6 +23,8 @@ class Decision:
     # (Job name, merge patch of its spec): suspend and parallelism follow the BatchPrediction.
     patch_jobs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     delete_self: bool = False  # ttlSecondsAfterFinished ran out
+    # Progress reports of a finished run whose counts are in its stored status.
+    delete_reports: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
 

@@ -7,7 +7,15 @@ from typing import Any
 
 from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
 from batchpredict.controller.config import OperatorConfig
-from batchpredict.reconcile.naming import LABEL_REDO, Role, child_labels, job_name
+from batchpredict.reconcile.naming import (
+    ANNOTATION_FAILED_BEFORE,
+    ANNOTATION_RETRY_REQUEST,
+    ANNOTATION_SUCCEEDED_BEFORE,
+    LABEL_REDO,
+    Role,
+    child_labels,
+    job_name,
+)
 from batchpredict.reconcile.pods import WORKER_CONTAINER, build_pod_template, worker_env
 from batchpredict.worker import exit_codes
 
@@ -37,20 +45,39 @@ class Owner:
         }
 
 
+@dataclass(frozen=True)
+class ManualRetry:
+    """What a manual retry round's Job records about the request it answers."""
+
+    request: str  # a hash of the batchpredict.io/retry annotation's value
+    succeeded_before: int
+    failed_before: int
+
+    def annotations(self) -> dict[str, str]:
+        return {
+            ANNOTATION_RETRY_REQUEST: self.request,
+            ANNOTATION_SUCCEEDED_BEFORE: str(self.succeeded_before),
+            ANNOTATION_FAILED_BEFORE: str(self.failed_before),
+        }
+
+
+def _exit_rule(action: str, code: int) -> dict[str, Any]:
+    return {
+        "action": action,
+        "onExitCodes": {"containerName": WORKER_CONTAINER, "operator": "In", "values": [code]},
+    }
+
+
 def pod_failure_policy(role: Role) -> dict[str, Any]:
     """Map the worker's exit codes: cannot start fails the Job at once; a disruption
     (eviction, preemption) is not the pod's fault and does not count; a broken shard is retried
-    up to the per-index limit (the worker resumes where it stopped)."""
+    up to the per-index limit (the worker resumes where it stopped); a shard that waited for
+    Triton in vain fails its index only (a plan step that did fails the run)."""
+    gave_up = "FailIndex" if role is Role.SHARDS else "FailJob"
     rules: list[dict[str, Any]] = [
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-        {
-            "action": "FailJob",
-            "onExitCodes": {
-                "containerName": WORKER_CONTAINER,
-                "operator": "In",
-                "values": [exit_codes.CANNOT_START],
-            },
-        },
+        _exit_rule("FailJob", exit_codes.CANNOT_START),
+        _exit_rule(gave_up, exit_codes.UNAVAILABLE),
     ]
     return {"rules": rules}
 
@@ -63,28 +90,31 @@ def _job(
     spec: BatchPredictionSpec,
     config: OperatorConfig,
     job_spec: dict[str, Any],
-    redo_all: bool = False,
+    retry: ManualRetry | None = None,
 ) -> dict[str, Any]:
     labels = child_labels(owner.name, owner.uid, role, round_)
     env = worker_env(
         spec, config, name=owner.name, namespace=owner.namespace, run_uid=owner.uid, round_=round_
     )
-    if redo_all:
+    if retry is not None:
         labels[LABEL_REDO] = "all"
         env.append({"name": "BATCHPREDICT_REDO", "value": "all"})
     template = build_pod_template(spec, config, role=role, labels=labels, env=env)
     job_labels = dict(labels)
     if spec.queue_name and role is Role.SHARDS:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+    metadata: dict[str, Any] = {
+        "name": job_name(owner.name, owner.uid, role, round_),
+        "namespace": owner.namespace,
+        "labels": job_labels,
+        "ownerReferences": [owner.reference()],
+    }
+    if retry is not None:
+        metadata["annotations"] = retry.annotations()
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": job_name(owner.name, role, round_),
-            "namespace": owner.namespace,
-            "labels": job_labels,
-            "ownerReferences": [owner.reference()],
-        },
+        "metadata": metadata,
         "spec": {**job_spec, "podFailurePolicy": pod_failure_policy(role), "template": template},
     }
 
@@ -107,10 +137,11 @@ def build_worker_job(
     shards: int,
     round_: int,
     suspend: bool = False,
-    redo_all: bool = False,
+    retry: ManualRetry | None = None,
 ) -> dict[str, Any]:
     """The Indexed Job of one round: one completion index per shard. Round 0 scores the plan;
-    a later round redoes the previous round's retryable failures (every failure: `redo_all`)."""
+    a later round redoes the previous round's retryable failures; a manual `retry` round
+    redoes every final failure of every earlier round."""
     if shards < 1:
         raise ValueError(f"a worker Job needs at least one shard, got {shards}")
     job_spec: dict[str, Any] = {
@@ -128,5 +159,5 @@ def build_worker_job(
         spec=spec,
         config=config,
         job_spec=job_spec,
-        redo_all=redo_all,
+        retry=retry,
     )

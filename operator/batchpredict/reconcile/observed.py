@@ -9,18 +9,44 @@ from datetime import datetime
 from typing import Any
 
 from batchpredict.api.v1alpha1.report import BatchPredictionShard
-from batchpredict.reconcile.naming import LABEL_REDO, LABEL_ROLE, LABEL_ROUND, Role
+from batchpredict.reconcile.naming import (
+    ANNOTATION_FAILED_BEFORE,
+    ANNOTATION_RETRY_REQUEST,
+    ANNOTATION_SUCCEEDED_BEFORE,
+    LABEL_ROLE,
+    LABEL_ROUND,
+    Role,
+)
+
+# The Job controller's annotation on each pod of an Indexed Job.
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 
-def count_indexes(ranges: str | None) -> int:
-    """How many indexes a Job's `completedIndexes`/`failedIndexes` ("1,3-5") names."""
+def parse_indexes(ranges: str | None) -> frozenset[int]:
+    """The indexes a Job's `completedIndexes`/`failedIndexes` ("1,3-5") names."""
     if not ranges:
-        return 0
-    total = 0
+        return frozenset()
+    indexes: set[int] = set()
     for part in ranges.split(","):
         first, _, last = part.partition("-")
-        total += int(last) - int(first) + 1 if last else 1
-    return total
+        indexes.update(range(int(first), int(last or first) + 1))
+    return frozenset(indexes)
+
+
+def controller_uid(meta: Mapping[str, Any], kind: str | None = None) -> str | None:
+    """The UID of the object's controller owner (of `kind`), or None."""
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and (kind is None or ref.get("kind") == kind):
+            return str(ref.get("uid"))
+    return None
+
+
+def owner_uid(meta: Mapping[str, Any], kind: str) -> str | None:
+    """The UID of the first owner of `kind` (controller or not), or None."""
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == kind:
+            return str(ref.get("uid"))
+    return None
 
 
 def _time(value: Any) -> datetime | None:
@@ -37,11 +63,15 @@ class JobState:
     role: Role
     round: int
     completions: int
+    uid: str = ""
     parallelism: int = 1
-    redo_all: bool = False
+    # A manual retry round: the request it answers (ManualRetry in jobs.py), else None.
+    retry_request: str | None = None
+    succeeded_before: int = 0
+    failed_before: int = 0
     active: int = 0
-    completed_indexes: int = 0
-    failed_indexes: int = 0
+    completed: frozenset[int] = frozenset()
+    failed_set: frozenset[int] = frozenset()
     complete: bool = False
     failed: bool = False
     failure_reason: str = ""
@@ -54,26 +84,42 @@ class JobState:
     def finished(self) -> bool:
         return self.complete or self.failed
 
+    @property
+    def redo_all(self) -> bool:
+        return self.retry_request is not None
+
+    @property
+    def completed_indexes(self) -> int:
+        return len(self.completed)
+
+    @property
+    def failed_indexes(self) -> int:
+        return len(self.failed_set)
+
     @classmethod
     def from_job(cls, job: Mapping[str, Any]) -> JobState:
         meta, spec, status = job["metadata"], job.get("spec", {}), job.get("status") or {}
         labels = meta.get("labels", {})
+        annotations = meta.get("annotations") or {}
         conditions = {c["type"]: c for c in status.get("conditions") or [] if c["status"] == "True"}
         failed = conditions.get("Failed", {})
         completions = int(spec.get("completions") or 1)
-        completed = count_indexes(status.get("completedIndexes"))
+        completed = parse_indexes(status.get("completedIndexes"))
         if spec.get("completionMode") != "Indexed":
-            completed = int(status.get("succeeded") or 0)
+            completed = frozenset(range(int(status.get("succeeded") or 0)))
         return cls(
             name=meta["name"],
             role=Role(labels.get(LABEL_ROLE, Role.SHARDS.value)),
             round=int(labels.get(LABEL_ROUND, "0")),
             completions=completions,
+            uid=str(meta.get("uid", "")),
             parallelism=int(spec.get("parallelism") or 1),
-            redo_all=labels.get(LABEL_REDO) == "all",
+            retry_request=annotations.get(ANNOTATION_RETRY_REQUEST),
+            succeeded_before=int(annotations.get(ANNOTATION_SUCCEEDED_BEFORE, "0")),
+            failed_before=int(annotations.get(ANNOTATION_FAILED_BEFORE, "0")),
             active=int(status.get("active") or 0),
-            completed_indexes=completed,
-            failed_indexes=count_indexes(status.get("failedIndexes")),
+            completed=completed,
+            failed_set=parse_indexes(status.get("failedIndexes")),
             complete="Complete" in conditions,
             failed=bool(failed),
             failure_reason=failed.get("reason", ""),
@@ -118,6 +164,35 @@ class StepOutcome:
 
 
 @dataclass(frozen=True)
+class PodResult:
+    """What the operator keeps of one finished worker pod: which step it ran, the Job that
+    controls it, and what it said on exit."""
+
+    role: Role
+    round: int
+    index: int
+    job_uid: str
+    outcome: StepOutcome
+
+    @classmethod
+    def from_pod(cls, pod: Mapping[str, Any], container: str) -> PodResult | None:
+        """None while the pod runs, or for a pod no Job controls."""
+        meta = pod.get("metadata") or {}
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        outcome = StepOutcome.from_pod(pod, container)
+        job_uid = controller_uid(meta, "Job")
+        if outcome is None or job_uid is None:
+            return None
+        return cls(
+            role=Role(labels.get(LABEL_ROLE, Role.SHARDS.value)),
+            round=int(labels.get(LABEL_ROUND, "0")),
+            index=int(annotations.get(COMPLETION_INDEX, "0")),
+            job_uid=job_uid,
+            outcome=outcome,
+        )
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything a status computation needs to know about a run's children, at `now`."""
 
@@ -125,7 +200,9 @@ class Observed:
     jobs: tuple[JobState, ...] = ()
     reports: tuple[BatchPredictionShard, ...] = ()
     plan: StepOutcome | None = None
-    finalize: StepOutcome | None = None
+    finalize: StepOutcome | None = None  # of the latest finalize Job
+    # (round, shard) -> the exit summary of the shard's pod that completed it.
+    shard_results: Mapping[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
 
     def job(self, role: Role, round_: int = 0) -> JobState | None:
         for job in self.jobs:
@@ -139,3 +216,39 @@ class Observed:
 
     def round_reports(self, round_: int) -> list[BatchPredictionShard]:
         return [r for r in self.reports if r.spec.round == round_]
+
+
+def observe_run(
+    now: datetime,
+    jobs: tuple[JobState, ...],
+    reports: tuple[BatchPredictionShard, ...],
+    pods: tuple[PodResult, ...],
+) -> Observed:
+    """A run's children as its status computation sees them. `jobs` and `reports` are those
+    its owner reference ties to the run; a pod counts only when one of those Jobs controls it."""
+    by_uid = {job.uid: job for job in jobs}
+    finalize_rounds = [j.round for j in jobs if j.role is Role.FINALIZE]
+    last_finalize = max(finalize_rounds, default=None)
+    steps: dict[Role, StepOutcome] = {}
+    shard_results: dict[tuple[int, int], dict[str, Any]] = {}
+    for pod in pods:
+        job = by_uid.get(pod.job_uid)
+        if job is None or job.role is not pod.role or job.round != pod.round:
+            continue
+        if pod.role is Role.SHARDS:
+            if pod.outcome.succeeded:
+                shard_results[(pod.round, pod.index)] = pod.outcome.data
+            continue
+        if pod.role is Role.FINALIZE and pod.round != last_finalize:
+            continue  # an earlier finalize (before a manual retry) says nothing of this one
+        # A retried step has several pods: a success wins, else any finished one.
+        if pod.role not in steps or pod.outcome.succeeded:
+            steps[pod.role] = pod.outcome
+    return Observed(
+        now=now,
+        jobs=jobs,
+        reports=reports,
+        plan=steps.get(Role.PLAN),
+        finalize=steps.get(Role.FINALIZE),
+        shard_results=shard_results,
+    )

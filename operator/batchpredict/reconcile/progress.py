@@ -3,15 +3,100 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from batchpredict.api.v1alpha1.report import BatchPredictionShard
 from batchpredict.api.v1alpha1.status import FailedItem, FailureSummaryEntry, ItemCounts
+from batchpredict.planning import ShardPlan
 
-# Items of a shard whose pod never finished it (index failed for good): counted as failed
-# under this code, retryable, so a later round can redo the shard.
-SHARD_FAILED = "SHARD_FAILED"
+# Items a round was given but no shard accounted for (its pod broke for good, or its report
+# is lost): counted as failed under the code finalize records them with, and retryable.
+NOT_PROCESSED = "NOT_PROCESSED"
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    """What one shard did in one round, from its report or from its pod's exit summary."""
+
+    items_total: int
+    succeeded: int = 0
+    failed: int = 0
+    retryable_failed: int = 0
+    finished: bool = False
+    failure_counts: Mapping[str, int] = field(default_factory=dict)
+    retryable_counts: Mapping[str, int] = field(default_factory=dict)
+    sample: tuple[FailedItem, ...] = ()
+    items_per_second: float = 0.0
+    waiting_reason: str | None = None
+    message: str | None = None
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed
+
+    @classmethod
+    def from_report(cls, report: BatchPredictionShard) -> ShardOutcome:
+        p = report.progress
+        return cls(
+            items_total=p.items_total,
+            succeeded=p.succeeded,
+            failed=p.failed,
+            retryable_failed=p.retryable_failed,
+            finished=p.finished,
+            failure_counts=p.failure_counts,
+            retryable_counts=p.retryable_counts,
+            sample=tuple(p.failed_sample),
+            items_per_second=p.items_per_second,
+            waiting_reason=p.waiting_reason,
+            message=p.message,
+        )
+
+    @classmethod
+    def from_exit(cls, summary: Mapping[str, Any]) -> ShardOutcome:
+        """The summary a shard pod leaves in its termination message when it completed: what
+        its committed files hold, even when its report never reached the API server."""
+        return cls(
+            items_total=int(summary.get("items", 0)),
+            succeeded=int(summary.get("succeeded", 0)),
+            failed=int(summary.get("failed", 0)),
+            retryable_failed=int(summary.get("retryableFailed", 0)),
+            finished=True,
+            failure_counts=dict(summary.get("failureCounts") or {}),
+            retryable_counts=dict(summary.get("retryableCounts") or {}),
+        )
+
+
+def best_outcome(
+    report: BatchPredictionShard | None, exit_summary: Mapping[str, Any] | None
+) -> ShardOutcome | None:
+    """A finished report, else the completed pod's summary, else the report so far."""
+    from_report = ShardOutcome.from_report(report) if report is not None else None
+    if from_report is not None and from_report.finished:
+        return from_report
+    if exit_summary is not None:
+        return ShardOutcome.from_exit(exit_summary)
+    return from_report
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """One round of a run: its shards' outcomes so far and whether its Job has finished."""
+
+    round: int
+    outcomes: Mapping[int, ShardOutcome]
+    finished: bool = False
+    redo_all: bool = False  # a manual retry: redoes every final failure before it
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The run's final counts before a manual retry round (its Job records them)."""
+
+    succeeded: int
+    failed: int
 
 
 @dataclass(frozen=True)
@@ -20,6 +105,11 @@ class Progress:
     items_per_second: float | None
     failed_items: list[FailedItem]
     failure_summary: list[FailureSummaryEntry]
+    # The last round finished with items whose outcome it cannot tell (no report, no exit
+    # summary): a further round must look at them.
+    uncertain: bool = False
+    # Messages of the last round's shards that wait (or gave up waiting) for Triton.
+    waiting: tuple[str, ...] = ()
 
     @property
     def done(self) -> int:
@@ -30,57 +120,140 @@ class Progress:
         return self.items.retrying
 
 
-def aggregate_progress(
-    total: int | None,
-    reports_by_round: dict[int, list[BatchPredictionShard]],
-    *,
-    last_round: int,
-    last_round_finished: bool,
-    unreported_failed: int = 0,
-    failed_items_limit: int = 20,
-    redo_all_rounds: frozenset[int] = frozenset(),
-) -> Progress:
-    """Counts over every round so far.
+class _Accounting:
+    """Walks the rounds of `aggregate_progress`, oldest first."""
 
-    Round r+1 redoes the retryable failures of round r (every failure when r+1 is in
-    `redo_all_rounds`, a manual retry), so those count once, in the latest round that saw them;
-    `retrying` are the latest round's retryable failures once it finished.
-    `unreported_failed` are items of shards that broke without reporting them.
+    def __init__(self, plan: ShardPlan, baseline: Baseline | None) -> None:
+        self.plan = plan
+        self.succeeded = baseline.succeeded if baseline else 0
+        self.failed = 0
+        self.retrying = 0
+        self.uncertain = False
+        self.speed = 0.0
+        self.waiting: list[str] = []
+        self.codes: Counter[str] = Counter()
+        self.retryable_codes: set[str] = set()
+        self.samples: list[FailedItem] = []
+        # Items given to each shard of the round at hand (None: not known per shard, after a
+        # manual retry whose shard has not reported), and to the whole round.
+        self.given: dict[int, int | None]
+        if baseline is None:
+            self.given = {s: len(plan.shard_range(s)) for s in range(plan.shards)}
+            self.given_total = plan.total_items
+        else:
+            self.given, self.given_total = dict.fromkeys(range(plan.shards)), baseline.failed
+        self.handed_on = baseline is not None  # the round at hand redoes earlier failures
+
+    def _sizes(self, view: RoundView) -> tuple[dict[int, int], int]:
+        """Items of each shard of `view` where known, and the items of the other shards."""
+        sizes: dict[int, int] = {}
+        for s in range(self.plan.shards):
+            outcome = view.outcomes.get(s)
+            size = outcome.items_total if outcome else self.given.get(s)
+            if size is not None:
+                sizes[s] = size
+        unknown = self.given_total - sum(sizes.values()) if len(sizes) < self.plan.shards else 0
+        return sizes, max(unknown, 0)
+
+    def earlier_round(self, view: RoundView, *, next_redoes_all: bool) -> None:
+        """A round a later one followed: its failures are final unless handed on."""
+        sizes, unknown = self._sizes(view)
+        given: dict[int, int | None] = {}
+        for s in range(self.plan.shards):
+            outcome = view.outcomes.get(s) or ShardOutcome(items_total=sizes.get(s, 0))
+            self.succeeded += outcome.succeeded
+            kept = 0 if next_redoes_all else self._kept_failures(outcome)
+            self.failed += kept
+            left = 0 if outcome.finished else sizes[s] - outcome.done if s in sizes else None
+            given[s] = None if left is None else outcome.failed - kept + max(left, 0)
+        self.given = given
+        self.given_total = sum(n for n in given.values() if n is not None) + unknown
+        self.handed_on = True
+
+    def _kept_failures(self, outcome: ShardOutcome) -> int:
+        for code, n in outcome.failure_counts.items():
+            if n > outcome.retryable_counts.get(code, 0):
+                self.codes[code] += n - outcome.retryable_counts.get(code, 0)
+        self.samples += [item for item in outcome.sample if not item.retryable]
+        return outcome.failed - outcome.retryable_failed
+
+    def latest_round(self, view: RoundView) -> None:
+        """The round at hand: every failure counts; what it has not accounted for is
+        retrying (handed on from a failure), pending (round 0), or NOT_PROCESSED (finished)."""
+        sizes, unknown = self._sizes(view)
+        open_items = unknown
+        for s in range(self.plan.shards):
+            outcome = view.outcomes.get(s)
+            if outcome is None:
+                open_items += sizes.get(s, 0)
+                continue
+            self.succeeded += outcome.succeeded
+            self.failed += outcome.failed
+            self.codes.update(outcome.failure_counts)
+            self.retryable_codes.update(c for c, n in outcome.retryable_counts.items() if n)
+            self.samples += outcome.sample
+            if not outcome.finished:
+                open_items += max(outcome.items_total - outcome.done, 0)
+                self.speed += outcome.items_per_second
+            if outcome.waiting_reason:
+                self.waiting.append(outcome.message or outcome.waiting_reason)
+        if view.finished:
+            self.uncertain = unknown > 0
+            self.retrying = open_items + sum(o.retryable_failed for o in view.outcomes.values())
+            if open_items:
+                self.codes[NOT_PROCESSED] += open_items
+                self.retryable_codes.add(NOT_PROCESSED)
+        elif self.handed_on:
+            self.retrying = open_items  # failed before, not retried yet: still failed
+        if view.finished or self.handed_on:
+            self.failed += open_items
+
+    def progress(self, failed_items_limit: int) -> Progress:
+        total = self.plan.total_items
+        summary = [
+            FailureSummaryEntry(code=code, count=n, retryable=code in self.retryable_codes)
+            for code, n in sorted(self.codes.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
+        return Progress(
+            items=ItemCounts(
+                total=total,
+                succeeded=self.succeeded,
+                failed=self.failed,
+                retrying=self.retrying,
+                pending=max(total - self.succeeded - self.failed, 0),
+            ),
+            items_per_second=round(self.speed, 1) if self.speed else None,
+            failed_items=sorted(self.samples, key=lambda i: (i.shard, i.id))[:failed_items_limit],
+            failure_summary=summary,
+            uncertain=self.uncertain,
+            waiting=tuple(self.waiting),
+        )
+
+
+def aggregate_progress(
+    plan: ShardPlan,
+    rounds: Sequence[RoundView],
+    *,
+    baseline: Baseline | None = None,
+    failed_items_limit: int = 20,
+) -> Progress:
+    """Counts over the rounds so far (from round 0, or from a manual retry's `baseline`).
+
+    Every item a round was given ends in it as succeeded, failed, or unaccounted (its shard
+    never told); round r+1 is given round r's retryable failures (every failure: redo-all)
+    and its unaccounted items. `failed` counts every item whose latest outcome is a failure,
+    including those a running or coming round retries (`retrying`), so that succeeded +
+    failed never goes down while a run goes on. Items the last, finished round left
+    unaccounted count as NOT_PROCESSED failures to retry; `uncertain` says a shard's share of
+    them is not known.
     """
-    succeeded = failed = retrying = 0
-    codes: Counter[tuple[str, bool]] = Counter()
-    samples: list[FailedItem] = []
-    for round_ in sorted(reports_by_round):
-        latest = round_ == last_round
-        for report in reports_by_round[round_]:
-            p = report.progress
-            succeeded += p.succeeded
-            carried = p.failed if round_ + 1 in redo_all_rounds else p.retryable_failed
-            failed += p.failed if latest else p.failed - carried
-            if latest:
-                samples += p.failed_sample
-                codes.update({(code, False): n for code, n in p.failure_counts.items()})
-    if unreported_failed:
-        failed += unreported_failed
-        codes[(SHARD_FAILED, True)] += unreported_failed
-    latest_reports = reports_by_round.get(last_round, [])
-    if last_round_finished:
-        retrying = sum(r.progress.retryable_failed for r in latest_reports) + unreported_failed
-    speed = sum(r.progress.items_per_second for r in latest_reports if not r.progress.finished)
-    pending = None if total is None else max(total - succeeded - failed, 0)
-    retryable_codes = {i.code for i in samples if i.retryable}
-    summary = [
-        FailureSummaryEntry(code=code, count=n, retryable=flag or code in retryable_codes)
-        for (code, flag), n in sorted(codes.items(), key=lambda kv: (-kv[1], kv[0][0]))
-    ]
-    return Progress(
-        items=ItemCounts(
-            total=total, succeeded=succeeded, failed=failed, retrying=retrying, pending=pending
-        ),
-        items_per_second=round(speed, 1) if speed else None,
-        failed_items=sorted(samples, key=lambda i: (i.shard, i.id))[:failed_items_limit],
-        failure_summary=summary,
-    )
+    accounting = _Accounting(plan, baseline)
+    for i, view in enumerate(rounds):
+        if i + 1 < len(rounds):
+            accounting.earlier_round(view, next_redoes_all=rounds[i + 1].redo_all)
+        else:
+            accounting.latest_round(view)
+    return accounting.progress(failed_items_limit)
 
 
 def percent(done: int, total: int | None) -> str | None:
@@ -114,3 +287,27 @@ def average_speed(done: int, start: datetime | None, end: datetime) -> float | N
         return None
     seconds = (end - start).total_seconds()
     return round(done / seconds, 1) if seconds > 0 else None
+
+
+def final_progress(summary: Mapping[str, Any], failed_items_limit: int = 20) -> Progress:
+    """The terminal counts from what the finalize step counted in the files."""
+    counts: Mapping[str, int] = summary.get("failureCounts") or {}
+    retryable: Mapping[str, int] = summary.get("retryableCounts") or {}
+    total = int(summary["total"])
+    failure_summary = [
+        FailureSummaryEntry(code=code, count=n, retryable=bool(retryable.get(code)))
+        for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+    samples = [FailedItem.model_validate(item) for item in summary.get("failedSample") or []]
+    return Progress(
+        items=ItemCounts(
+            total=total,
+            succeeded=int(summary["succeeded"]),
+            failed=int(summary["failed"]),
+            retrying=0,
+            pending=0,
+        ),
+        items_per_second=None,
+        failed_items=samples[:failed_items_limit],
+        failure_summary=failure_summary,
+    )

@@ -3,6 +3,7 @@ the Jobs to create or patch and the Events to post. Pure: the handler does the I
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -17,9 +18,10 @@ from batchpredict.api.v1alpha1.status import (
     ShardCounts,
 )
 from batchpredict.controller.config import OperatorConfig
+from batchpredict.planning import ShardPlan
 from batchpredict.reconcile.conditions import set_condition
 from batchpredict.reconcile.decision import Decision, Event, output_locations, transition_events
-from batchpredict.reconcile.jobs import Owner, build_step_job, build_worker_job
+from batchpredict.reconcile.jobs import ManualRetry, Owner, build_step_job, build_worker_job
 from batchpredict.reconcile.naming import (
     ANNOTATION_CANCEL,
     ANNOTATION_RETRY,
@@ -29,16 +31,21 @@ from batchpredict.reconcile.naming import (
 from batchpredict.reconcile.observed import JobState, Observed
 from batchpredict.reconcile.policy import retry_delay, terminal_phase
 from batchpredict.reconcile.progress import (
+    Baseline,
     Progress,
+    RoundView,
     aggregate_progress,
     average_speed,
+    best_outcome,
     eta,
+    final_progress,
     percent,
 )
+from batchpredict.worker.exit_codes import REASON_TRITON_UNAVAILABLE
 
 MODEL_REASONS = {"ModelNotFound", "ModelNotReady"}
-# How long a completed plan Job may go without its pod's result showing in the pod index.
-PLAN_RESULT_GRACE = timedelta(seconds=60)
+# How long a completed plan or finalize Job may go without its pod's result in the pod index.
+STEP_RESULT_GRACE = timedelta(seconds=60)
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 
 
@@ -89,9 +96,10 @@ class _Run:
         self.decision.create.append(job)
 
     def stop_jobs(self) -> None:
-        """Suspend every unfinished Job: the Job controller stops its pods, outputs stay."""
+        """Suspend every unfinished plan and shard Job: the Job controller stops their pods,
+        outputs stay (a finalize step counts them)."""
         for job in self.observed.jobs:
-            if not job.finished and not job.suspended:
+            if job.role is not Role.FINALIZE and not job.finished and not job.suspended:
                 self.decision.patch_jobs.append((job.name, {"spec": {"suspend": True}}))
 
     # -- the steps ------------------------------------------------------------------------
@@ -99,21 +107,19 @@ class _Run:
         if self.previous.phase in TERMINAL_PHASES:
             return self.finished_run()
         if self.annotations.get(ANNOTATION_CANCEL, "").lower() == "true":
-            self.stop_jobs()
-            self.finish(
+            self.wind_down(
                 Phase.CANCELLED,
                 "Cancelled",
-                "cancelled by the batchpredict.io/cancel "
-                "annotation; finished items are kept in the output",
+                "cancelled by the batchpredict.io/cancel annotation; finished items are kept "
+                "in the output, the others are recorded as NOT_PROCESSED",
             )
             return self.done()
         if self.deadline_exceeded():
-            self.stop_jobs()
-            self.finish(
+            self.wind_down(
                 Phase.FAILED,
                 "DeadlineExceeded",
-                f"the run took longer than "
-                f"activeDeadlineSeconds ({self.spec.active_deadline_seconds}s)",
+                f"the run took longer than activeDeadlineSeconds "
+                f"({self.spec.active_deadline_seconds}s)",
             )
             return self.done()
         self.set(output=output_locations(self.spec))
@@ -131,7 +137,7 @@ class _Run:
             self.pending()
         elif plan.failed:
             self.plan_failed(plan)
-        elif self.plan_totals() is None and self.plan_result_lost(plan):
+        elif self.plan_totals() is None and self.result_lost(plan):
             self.finish(
                 Phase.FAILED,
                 "PlanResultMissing",
@@ -154,29 +160,44 @@ class _Run:
         request = self.annotations.get(ANNOTATION_RETRY)
         if request and request != self.previous.last_retry_request:
             return self.manual_retry(request)
+        # The terminal counts are in status (a finished run was read back): its reports go.
+        reports = [str(r.metadata.get("name")) for r in self.observed.reports]
         ttl = self.spec.ttl_seconds_after_finished
         ended = self.previous.completion_time
         if ttl is not None and ended is not None and self.now >= ended + timedelta(seconds=ttl):
             return Decision(status=self.previous, delete_self=True)
-        return Decision(status=self.previous)
+        return Decision(status=self.previous, delete_reports=reports)
 
     def manual_retry(self, request: str) -> Decision:
+        """Redo every final failure in a new round. The round's Job records the request, so a
+        reconcile that lost the status patch finds it instead of starting a second round."""
         self.set(last_retry_request=request)
-        items = self.previous.items
-        totals = self.plan_totals()
-        if items is None or not items.failed or totals is None:
+        request_id = hashlib.sha256(request.encode()).hexdigest()[:16]
+        items, totals = self.previous.items, self.plan_totals()
+        existing = [j for j in self.observed.jobs if j.retry_request == request_id]
+        if existing:
+            round_ = existing[0].round
+        elif items is None or not items.failed or totals is None:
             event = Event("Normal", "NothingToRetry", "the run has no failed items to retry")
             self.decision.events.append(event)
             self.decision.status = self.status
             return self.decision
-        round_ = max(self.observed.rounds(), default=0) + 1
-        self.create(
-            build_worker_job(
-                self.owner, self.spec, self.config, shards=totals[1], round_=round_, redo_all=True
+        else:
+            round_ = max(self.observed.rounds(), default=0) + 1
+            retry = ManualRetry(request_id, items.succeeded, items.failed)
+            job = build_worker_job(
+                self.owner, self.spec, self.config, shards=totals[1], round_=round_, retry=retry
             )
+            self.create(job)
+        failed = items.failed if items else 0
+        message = f"retrying {failed} failed items in round {round_} (manual retry)"
+        self.set(
+            phase=Phase.RUNNING,
+            round=round_,
+            completion_time=None,
+            message=message,
+            start_time=self.previous.start_time or self.now,
         )
-        message = f"retrying {items.failed} failed items in round {round_} (manual retry)"
-        self.set(phase=Phase.RUNNING, round=round_, completion_time=None, message=message)
         self.condition(ConditionType.PROGRESSING, T, "ManualRetry", message)
         self.condition(ConditionType.COMPLETE, F, "ManualRetry", message)
         self.condition(ConditionType.FAILED, F, "ManualRetry", message)
@@ -218,10 +239,10 @@ class _Run:
             return items.total, shards.total
         return None
 
-    def plan_result_lost(self, plan: JobState) -> bool:
-        """The plan Job completed a while ago but no pod told its result (pods deleted)."""
-        ended = plan.completion_time
-        return plan.complete and ended is not None and self.now > ended + PLAN_RESULT_GRACE
+    def result_lost(self, step: JobState) -> bool:
+        """A step's Job completed a while ago but no pod told its result (pods deleted)."""
+        ended = step.completion_time
+        return step.complete and ended is not None and self.now > ended + STEP_RESULT_GRACE
 
     def plan_failed(self, plan: JobState) -> None:
         outcome = self.observed.plan
@@ -254,23 +275,48 @@ class _Run:
             if j.role is Role.SHARDS
         ]
         self.set(round=current, jobs=jobs)
-        finished = job is not None and job.finished
-        progress = aggregate_progress(
-            total,
-            {r: self.observed.round_reports(r) for r in sorted({*rounds, current})},
-            last_round=current,
-            last_round_finished=finished,
-            unreported_failed=self.unreported_items(job, total, shards) if finished and job else 0,
-            failed_items_limit=self.config.failed_items_limit,
-            redo_all_rounds=frozenset(j.round for j in self.observed.jobs if j.redo_all),
-        )
+        first = self.first_round(current)
+        progress = self.progress(ShardPlan(total, shards), first, current)
         self.record_progress(progress, shards, job)
+        more = current - (first.round if first else 0) < self.spec.retry.max_rounds
         if job is None or not job.finished:
-            self.unfinished_round(job)
-        elif progress.retryable and current < self.spec.retry.max_rounds:
+            self.unfinished_round(job, progress)
+        elif (progress.retryable or progress.uncertain) and more:
             self.retrying(job, progress, shards, current)
         else:
-            self.finalize(progress, total, current)
+            self.finalize(progress, current)
+
+    def first_round(self, current: int) -> JobState | None:
+        """The latest manual retry round up to `current`: counting starts there."""
+        manual = [
+            j
+            for j in self.observed.jobs
+            if j.role is Role.SHARDS and j.redo_all and j.round <= current
+        ]
+        return max(manual, key=lambda j: j.round, default=None)
+
+    def progress(self, plan: ShardPlan, first: JobState | None, current: int) -> Progress:
+        """Counts from the rounds' reports and completed pods, from round 0 or the last
+        manual retry (whose Job holds the counts before it)."""
+        start = first.round if first else 0
+        baseline = Baseline(first.succeeded_before, first.failed_before) if first else None
+        views = []
+        for r in range(start, current + 1):
+            job = self.observed.job(Role.SHARDS, r)
+            reports = {rep.spec.shard: rep for rep in self.observed.round_reports(r)}
+            exits = {s: d for (rr, s), d in self.observed.shard_results.items() if rr == r}
+            outcomes = {}
+            for shard in reports.keys() | exits.keys():
+                outcome = best_outcome(reports.get(shard), exits.get(shard))
+                if outcome is not None and shard < plan.shards:
+                    outcomes[shard] = outcome
+            finished = job is not None and job.finished
+            views.append(
+                RoundView(r, outcomes, finished, redo_all=job is not None and job.redo_all)
+            )
+        return aggregate_progress(
+            plan, views, baseline=baseline, failed_items_limit=self.config.failed_items_limit
+        )
 
     def follow_spec(self, job: JobState, shards: int) -> None:
         """Suspend and parallelism may change while a run goes on; the Job follows them.
@@ -285,32 +331,23 @@ class _Run:
         if changes:
             self.decision.patch_jobs.append((job.name, {"spec": changes}))
 
-    def unreported_items(self, job: JobState, total: int, shards: int) -> int:
-        """Items of shards that ended without a final report (their pods broke for good)."""
-        if job.round > 0:
-            return 0  # a retry round only redoes ids the previous round recorded
-        reports = {r.spec.shard: r for r in self.observed.round_reports(job.round)}
-        missing = 0
-        for shard in range(shards):
-            report = reports.get(shard)
-            if report is None or not report.progress.finished:
-                size = (shard + 1) * total // shards - shard * total // shards
-                done = report.progress.succeeded + report.progress.failed if report else 0
-                missing += max(size - done, 0)
-        return missing
-
     def record_progress(self, progress: Progress, shards: int, job: JobState | None) -> None:
         done_before = 0
-        if self.previous.items is not None:
-            done_before = self.previous.items.succeeded + self.previous.items.failed
-        if progress.done != done_before or self.status.last_progress_time is None:
+        before = self.previous.items
+        if before is not None:
+            done_before = before.succeeded + before.failed
+        if progress.done > done_before or self.status.last_progress_time is None:
             self.set(last_progress_time=self.now)
+        items = progress.items
+        if before is not None and progress.done < done_before and before.total == items.total:
+            # A report not seen yet (an operator restart) must not move the counts back.
+            items = before
         speed = progress.items_per_second
         self.set(
-            items=progress.items,
-            progress=percent(progress.done, progress.items.total),
+            items=items,
+            progress=percent(items.succeeded + items.failed, items.total),
             items_per_second=speed,
-            eta=eta(progress.items.pending, speed),
+            eta=eta(items.pending, speed),
             failed_items=progress.failed_items,
             failure_summary=progress.failure_summary,
             shards=ShardCounts(
@@ -321,7 +358,7 @@ class _Run:
             ),
         )
 
-    def unfinished_round(self, job: JobState | None) -> None:
+    def unfinished_round(self, job: JobState | None, progress: Progress) -> None:
         if self.spec.suspend:
             self.suspended()
             return
@@ -336,7 +373,14 @@ class _Run:
         self.condition(ConditionType.PROGRESSING, T, "Running", message)
         last = self.status.last_progress_time or self.now
         idle = (self.now - last).total_seconds()
-        if job is not None and idle > self.spec.stall_timeout_seconds:
+        if progress.waiting:
+            self.condition(
+                ConditionType.STALLED,
+                T,
+                REASON_TRITON_UNAVAILABLE,
+                f"{len(progress.waiting)} shard pod(s) wait for Triton: {progress.waiting[0]}",
+            )
+        elif job is not None and idle > self.spec.stall_timeout_seconds:
             self.condition(
                 ConditionType.STALLED,
                 T,
@@ -364,29 +408,74 @@ class _Run:
         self.set(phase=Phase.RETRYING, next_retry_time=at, message=f"{message} at {at:%H:%M:%S}")
         self.condition(ConditionType.PROGRESSING, T, "Retrying", message)
 
-    def finalize(self, progress: Progress, total: int, round_: int) -> None:
+    def finalize(
+        self, progress: Progress, round_: int, ending: tuple[Phase, str, str] | None = None
+    ) -> None:
+        """Count the files, then end the run with those counts: by the failure policy, or as
+        `ending` (phase, reason, message) says for a cancelled or timed-out run."""
         step = self.observed.job(Role.FINALIZE, round_)
         if step is None:
             self.create(build_step_job(self.owner, self.spec, self.config, Role.FINALIZE, round_))
-        if step is None or not step.finished:
-            message = "writing the manifest"
-            self.set(phase=Phase.RUNNING, message=message, next_retry_time=None)
+        outcome = self.observed.finalize
+        if step is None or not step.finished or (step.complete and outcome is None):
+            if step is not None and self.result_lost(step):
+                self.finish(
+                    Phase.FAILED,
+                    "FinalizeResultMissing",
+                    f"the finalize pod finished without its counts; see "
+                    f"`kubectl logs job/{step.name}` and {output_locations(self.spec).manifest}",
+                )
+                return
+            message = "counting the output files and writing the manifest"
+            self.set(message=message, next_retry_time=None)
+            if ending is None:
+                self.set(phase=Phase.RUNNING)
             self.condition(ConditionType.PROGRESSING, T, "Finalizing", message)
             return
-        if step.failed:
-            outcome = self.observed.finalize
+        if step.failed or outcome is None or not outcome.succeeded:
             detail = outcome.message if outcome else step.failure_message
             self.finish(Phase.FAILED, "FinalizeFailed", f"the finalize step failed: {detail}")
             return
-        phase = terminal_phase(self.spec, progress.items.failed, total)
-        counts = f"{progress.items.succeeded} of {total} items succeeded"
-        if progress.items.failed:
-            counts += f", {progress.items.failed} failed"
+        final = final_progress(outcome.data, self.config.failed_items_limit)
+        items = final.items
+        total = items.total or 0
         self.set(
-            items=progress.items.model_copy(update={"retrying": 0}),
-            items_per_second=average_speed(progress.done, self.status.start_time, self.now),
+            items=items,
+            progress=percent(items.succeeded + items.failed, items.total),
+            failed_items=final.failed_items,
+            failure_summary=final.failure_summary,
+            items_per_second=average_speed(final.done, self.status.start_time, self.now),
+            eta=None,
         )
-        self.finish(phase, phase.value, counts)
+        counts = f"{items.succeeded} of {total} items succeeded"
+        if items.failed:
+            counts += f", {items.failed} failed"
+        if ending is not None:
+            phase, reason, message = ending
+            self.finish(phase, reason, f"{message}; {counts}")
+            return
+        phase = terminal_phase(self.spec, items.failed, total)
+        reason = phase.value
+        if phase is not Phase.SUCCEEDED and progress.waiting:
+            reason = REASON_TRITON_UNAVAILABLE
+            counts += f"; Triton stayed unreachable: {progress.waiting[0]}"
+        self.finish(phase, reason, counts)
+
+    def wind_down(self, phase: Phase, reason: str, message: str) -> None:
+        """Stop the pods, then (once none runs) count the files like any finished run."""
+        self.stop_jobs()
+        totals = self.plan_totals()
+        shard_jobs = [j for j in self.observed.jobs if j.role is Role.SHARDS]
+        if totals is None or not shard_jobs:
+            self.finish(phase, reason, message)
+            return
+        if any(j.active for j in shard_jobs):
+            self.set(message=f"{message}; stopping the worker pods")
+            return
+        current = max(j.round for j in shard_jobs)
+        first = self.first_round(current)
+        progress = self.progress(ShardPlan(*totals), first, current)
+        self.finalize(progress, current, ending=(phase, reason, message))
 
     def finish(self, phase: Phase, reason: str, message: str) -> None:
         self.set(phase=phase, message=message, completion_time=self.now, next_retry_time=None)

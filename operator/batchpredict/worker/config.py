@@ -20,9 +20,20 @@ REPORT_MODES = frozenset({"api", "file", "off", "none"})
 class CannotStartError(Exception):
     """The role cannot run at all (exit code CANNOT_START); `reason` is machine-readable."""
 
+    exit_code = exit_codes.CANNOT_START
+
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
+
+
+class TritonUnavailableError(CannotStartError):
+    """Triton stayed unreachable (or the model not ready) for as long as the pod may wait."""
+
+    exit_code = exit_codes.UNAVAILABLE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(exit_codes.REASON_TRITON_UNAVAILABLE, message)
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,8 @@ def load_env(env: dict[str, str] | None = None) -> WorkerEnv:
         termination_log=_pod_path(env, "BATCHPREDICT_TERMINATION_LOG", TERMINATION_LOG),
         tls_dir=_pod_path(env, "BATCHPREDICT_TLS_DIR", TRITON_TLS_DIR),
         headers_dir=_pod_path(env, "BATCHPREDICT_HEADERS_DIR", TRITON_HEADERS_DIR),
-        triton_wait=float(env.get("BATCHPREDICT_TRITON_WAIT", "60")),
+        # Triton down is a state the pod waits out, up to the run's stall timeout.
+        triton_wait=float(env.get("BATCHPREDICT_TRITON_WAIT") or spec.stall_timeout_seconds),
         chunk_items=_int(env, "BATCHPREDICT_CHUNK_ITEMS", None),
     )
 

@@ -12,6 +12,10 @@ USAGE = 2
 CANNOT_START = 3
 # The role broke part-way (crash, storage error). Retrying the pod resumes where it stopped.
 BROKEN = 4
+# A dependency (Triton) stayed unreachable for spec.stallTimeoutSeconds while the pod waited
+# for it. Retrying the pod at once would only wait again: the index fails, and the operator's
+# next round (after its backoff) tries the shard's items again.
+UNAVAILABLE = 5
 
 # Reasons in the plan step's termination message and in CannotStart errors.
 REASON_DATASET_NOT_FOUND = "DatasetNotFound"
@@ -20,3 +24,4 @@ REASON_MODEL_NOT_READY = "ModelNotReady"
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_PLAN_NOT_FOUND = "PlanNotFound"
 REASON_OUTPUT_NOT_WRITABLE = "OutputNotWritable"
+REASON_TRITON_UNAVAILABLE = "TritonUnavailable"

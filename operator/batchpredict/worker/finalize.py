@@ -22,6 +22,9 @@ from batchpredict.worker.rounds import chunk_count, redoes_all, walk_rounds
 from batchpredict.worker.setup import open_layout, read_plan
 
 NOT_PROCESSED = "NOT_PROCESSED"
+# The termination message (4 KB) carries the counts and the first final failures, their
+# messages shortened; the operator's status shows them, failures.jsonl has all.
+SAMPLE_ITEMS, SAMPLE_MESSAGE_CHARS, RESULT_BYTES = 20, 160, 3800
 
 
 def _finalize(env: WorkerEnv) -> dict[str, Any]:
@@ -31,11 +34,15 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
     size, last = plan.chunk_items, env.round
     succeeded = missing = 0
     counts: Counter[str] = Counter()
-    retryable = 0
+    retryable_counts: Counter[str] = Counter()
+    sample: list[dict[str, Any]] = []
     prediction_files: list[str] = []
     incomplete: list[dict[str, int]] = []
     unfinished: dict[int, NDArray[np.int64]] = {}
+    # A failure of round r is final unless a later round redid it: round r+1 redoes the
+    # retryable ones, a manual (redo-all) round after r redoes every one.
     redo_all = {r: redoes_all(layout, r) for r in range(1, last + 1)}
+    redone_later = {r: any(redo_all[n] for n in range(r + 1, last + 1)) for r in range(last + 1)}
     with layout.open_atomic(layout.final_failures) as failures_out:
         for shard in range(plan.shards):
             for outcome in walk_rounds(layout, plan, shard, last):
@@ -47,15 +54,10 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
                     failures = outcome.failures.get(c, [])
                     succeeded += items - len(failures)
                     for failure in failures:
-                        # A failure the next round redid is not final: the retryable ones,
-                        # and every one before a manual (redo-all) round.
-                        next_round = failure["round"] + 1
-                        if failure["round"] < last and (
-                            failure["retryable"] or redo_all[next_round]
-                        ):
+                        r = failure["round"]
+                        if r < last and (failure["retryable"] or redone_later[r]):
                             continue
-                        counts[failure["code"]] += 1
-                        retryable += bool(failure["retryable"])
+                        _count(failure, counts, retryable_counts, sample)
                         failures_out.write(
                             json.dumps(failure, separators=(",", ":")).encode() + b"\n"
                         )
@@ -69,8 +71,7 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
                 incomplete.append({"shard": shard, "round": last, "items": len(unfinished[shard])})
         if unfinished:
             for failure in _not_processed(env, plan, last, unfinished):
-                counts[failure["code"]] += 1
-                retryable += 1
+                _count(failure, counts, retryable_counts, sample)
                 missing += 1
                 failures_out.write(json.dumps(failure, separators=(",", ":")).encode() + b"\n")
     failed = sum(counts.values())
@@ -83,9 +84,10 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
         "total": plan.total_items,
         "succeeded": succeeded,
         "failed": failed,
-        "retryableFailed": retryable,
+        "retryableFailed": sum(retryable_counts.values()),
         "notProcessed": missing,
         "failureCounts": dict(counts),
+        "retryableCounts": dict(retryable_counts),
         "incompleteShards": incomplete,
         "predictions": combined or layout.url(layout.path("rounds")),
         "predictionFiles": [layout.url(p) for p in prediction_files],
@@ -94,7 +96,36 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
         "finishedAt": datetime.now(UTC).isoformat(),
     }
     layout.write_json(layout.summary, summary)
-    return {k: summary[k] for k in ("total", "succeeded", "failed", "notProcessed", "predictions")}
+    keys = ("total", "succeeded", "failed", "notProcessed", "failureCounts", "retryableCounts")
+    return fit_result({k: summary[k] for k in keys}, sample)
+
+
+def _count(
+    failure: dict[str, Any],
+    counts: Counter[str],
+    retryable_counts: Counter[str],
+    sample: list[dict[str, Any]],
+) -> None:
+    """Count one final failure, and keep it as an example while there are few."""
+    counts[failure["code"]] += 1
+    if failure["retryable"]:
+        retryable_counts[failure["code"]] += 1
+    if len(sample) < SAMPLE_ITEMS:
+        keys = ("id", "shard", "attempts", "code", "retryable")
+        item = {k: failure[k] for k in keys if k in failure}
+        item["message"] = str(failure.get("message", ""))[:SAMPLE_MESSAGE_CHARS]
+        item["id"] = str(item["id"])[:SAMPLE_MESSAGE_CHARS]
+        sample.append(item)
+
+
+def fit_result(result: dict[str, Any], sample: list[dict[str, Any]]) -> dict[str, Any]:
+    """The termination message: the counts, and as many sample failures as fit in it."""
+    sample = list(sample)
+    while True:
+        value = {**result, "failedSample": sample}
+        if len(json.dumps(value, separators=(",", ":"))) <= RESULT_BYTES or not sample:
+            return value
+        sample.pop()
 
 
 def _not_processed(
@@ -113,8 +144,8 @@ def _not_processed(
                 "shard": shard,
                 "round": last,
                 "code": NOT_PROCESSED,
-                "message": f"shard {shard} did not finish in round {last} (its pod failed); "
-                "the item was never sent to the model",
+                "message": f"shard {shard} did not finish in round {last} (its pod failed, "
+                "Triton stayed unreachable, or the run was stopped); the item got no answer",
                 "attempts": 0,
                 "retryable": True,
             }

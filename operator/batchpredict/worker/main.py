@@ -19,7 +19,9 @@ Environment
                                (default /var/run/batchpredict/tls)
   BATCHPREDICT_HEADERS_DIR     spec.triton.headersSecret mounted: one request header per file
                                (default /var/run/batchpredict/headers)
-  BATCHPREDICT_TRITON_WAIT     seconds to wait for Triton to answer (default 60; sidecars)
+  BATCHPREDICT_TRITON_WAIT     seconds to wait for Triton to be live with the model ready
+                               (default spec.stallTimeoutSeconds): a server that is down or
+                               restarting is waited for with backoff, not a failure
   BATCHPREDICT_CHUNK_ITEMS     plan role: items per output chunk (default 10000)
 
 Roles and exit codes (worker/exit_codes.py)
@@ -35,10 +37,12 @@ Roles and exit codes (worker/exit_codes.py)
             output.combine, <output>/predictions.<format>; termination message
             {"total","succeeded","failed","notProcessed","predictions"}
   0 = done (a shard's failed items are recorded, not fatal); 3 = cannot start (invalid spec,
-  dataset missing, model missing/not ready, no plan, output not writable); 4 = broken part-way
-  (retry the pod: it resumes). On 3 and 4 the termination message is {"reason": ...,
-  "message": ...}, reason one of InvalidSpec, DatasetNotFound, ModelNotFound, ModelNotReady,
-  PlanNotFound, OutputNotWritable, Crashed.
+  dataset missing, model missing, no plan, output not writable); 4 = broken part-way
+  (retry the pod: it resumes); 5 = Triton stayed unreachable (or the model not ready) for
+  BATCHPREDICT_TRITON_WAIT seconds. On 3, 4 and 5 the termination message is {"reason": ...,
+  "message": ...}, reason one of InvalidSpec, DatasetNotFound, ModelNotFound, PlanNotFound,
+  OutputNotWritable, TritonUnavailable, Crashed. On 0 a shard's termination message is its
+  manifest (counts), which the operator reads when the shard's report did not arrive.
 
 Output layout: see batchpredict.io.layout. Failure records (JSONL): {id, position, shard, round,
 code, message, attempts, retryable}; codes are gRPC-style from Triton (INVALID_ARGUMENT,
@@ -107,7 +111,7 @@ def run(role: str, environ: dict[str, str] | None = None) -> int:
     except CannotStartError as error:
         log.error("cannot start: %s: %s", error.reason, error)  # noqa: TRY400 (no traceback)
         write_termination(termination, {"reason": error.reason, "message": str(error)})
-        return exit_codes.CANNOT_START
+        return error.exit_code
     except Exception as error:
         log.exception("%s failed", role)
         write_termination(

@@ -14,8 +14,9 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from batchpredict.api.v1alpha1.base import GROUP, VERSION
+from batchpredict.api.v1alpha1.base import API_VERSION, GROUP, VERSION
 from batchpredict.api.v1alpha1.report import (
+    LABEL_NAME,
     LABEL_ROUND,
     LABEL_RUN,
     LABEL_SHARD,
@@ -27,9 +28,13 @@ from batchpredict.api.v1alpha1.report import (
 )
 from batchpredict.api.v1alpha1.status import FailedItem
 from batchpredict.io.layout import OutputLayout
+from batchpredict.names import fit
 
 log = logging.getLogger(__name__)
 FAILED_SAMPLE = 20
+# The last report write is tried this often (seconds between tries grow: 1, 2, 4...); when
+# it still fails, the operator reads the shard's counts from its pod's exit summary.
+FINAL_WRITE_ATTEMPTS = 4
 
 
 class ReportSink(Protocol):
@@ -112,13 +117,25 @@ class ProgressReporter:
             batch_prediction=name, run_uid=run_uid, round=round_, shard=shard
         )
         self.metadata: dict[str, object] = {
-            "name": report_name(name, round_, shard),
+            "name": report_name(name, run_uid, round_, shard),
             "namespace": namespace,
-            "labels": {LABEL_RUN: name, LABEL_ROUND: str(round_), LABEL_SHARD: str(shard)},
+            "labels": {
+                LABEL_RUN: run_uid,
+                LABEL_NAME: fit(name),
+                LABEL_ROUND: str(round_),
+                LABEL_SHARD: str(shard),
+            },
+            # The report goes with its run; the operator counts it only through this.
+            "ownerReferences": [
+                {"apiVersion": API_VERSION, "kind": "BatchPrediction", "name": name, "uid": run_uid}
+            ],
         }
         self.items_total = 0
         self.succeeded = self.failed = self.retryable = 0
         self.counts: Counter[str] = Counter()
+        self.retryable_counts: Counter[str] = Counter()
+        self.waiting_reason: str | None = None
+        self.waiting_message: str | None = None
         self.sample: list[FailedItem] = []
         self.started = datetime.now(UTC)
         self._t0 = time.monotonic()
@@ -140,10 +157,18 @@ class ProgressReporter:
         self.failed += len(failures)
         for failure in failures:
             self.counts[failure["code"]] += 1
-            self.retryable += bool(failure["retryable"])
+            if failure["retryable"]:
+                self.retryable += 1
+                self.retryable_counts[failure["code"]] += 1
             if len(self.sample) < FAILED_SAMPLE:
                 self.sample.append(FailedItem.model_validate(failure))
         self._dirty = True
+
+    def waiting(self, reason: str | None, message: str | None = None) -> None:
+        """The pod waits for a dependency (None: not any more); the report says so."""
+        if (reason, message) != (self.waiting_reason, self.waiting_message):
+            self.waiting_reason, self.waiting_message = reason, message
+            self._dirty = True
 
     def snapshot(self, finished: bool = False, message: str | None = None) -> BatchPredictionShard:
         elapsed = time.monotonic() - self._t0
@@ -157,14 +182,16 @@ class ProgressReporter:
             updated_at=datetime.now(UTC),
             finished=finished,
             failure_counts=dict(self.counts),
+            retryable_counts=dict(self.retryable_counts),
             failed_sample=list(self.sample),
-            message=message,
+            message=message or self.waiting_message,
+            waiting_reason=self.waiting_reason,
         )
         return BatchPredictionShard(metadata=self.metadata, spec=self.spec, progress=progress)
 
-    async def _write(self, finished: bool = False, message: str | None = None) -> None:
+    async def _write(self, finished: bool = False, message: str | None = None) -> bool:
         if self.sink is None:
-            return
+            return True
         self._dirty = False
         body = self.snapshot(finished, message).model_dump(
             mode="json", by_alias=True, exclude_none=True
@@ -174,6 +201,8 @@ class ProgressReporter:
         except Exception as error:  # noqa: BLE001 (a missed report must not fail the shard)
             self._dirty = True
             log.warning("could not write the progress report: %s", error)
+            return False
+        return True
 
     async def _loop(self) -> None:
         while True:
@@ -189,6 +218,10 @@ class ProgressReporter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._write(finished, message)
+        for attempt in range(FINAL_WRITE_ATTEMPTS):
+            if await self._write(finished, message):
+                break
+            if attempt + 1 < FINAL_WRITE_ATTEMPTS:
+                await asyncio.sleep(2**attempt)
         if self.sink is not None:
             await self.sink.close()

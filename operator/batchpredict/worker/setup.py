@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from batchpredict.io.layout import OutputLayout
@@ -20,7 +24,18 @@ from batchpredict.triton.tensors import (
     bind_outputs,
 )
 from batchpredict.worker import exit_codes
-from batchpredict.worker.config import CannotStartError, WorkerEnv, make_client
+from batchpredict.worker.config import (
+    CannotStartError,
+    TritonUnavailableError,
+    WorkerEnv,
+    make_client,
+)
+
+log = logging.getLogger(__name__)
+# Waiting for Triton: the first pause, and the longest (jittered, doubling in between).
+WAIT_FIRST, WAIT_LONGEST = 1.0, 15.0
+# Told while the pod waits: (reason, message), then (None, None) once Triton answers.
+OnWait = Callable[[str | None, str | None], None]
 
 
 @dataclass
@@ -50,13 +65,48 @@ def open_layout(env: WorkerEnv) -> OutputLayout:
         raise CannotStartError(exit_codes.REASON_INVALID_SPEC, str(error)) from None
 
 
-async def setup_model(env: WorkerEnv, dataset: Dataset) -> ModelSetup:
-    """Connect to Triton, check the model is ready, map tensors; CannotStartError if not."""
+async def wait_for_model(
+    client: TritonClient, env: WorkerEnv, on_wait: OnWait | None = None
+) -> ModelInfo:
+    """The model's metadata once Triton is live and the model ready. A server that is down,
+    restarting or still loading the model is waited for, with jittered backoff, up to
+    `env.triton_wait` seconds (TritonUnavailableError then); only a model the server does
+    not have fails at once (ModelNotFound)."""
+    spec = env.spec
+    deadline = time.monotonic() + env.triton_wait
+    pause = WAIT_FIRST
+    while True:
+        try:
+            await client.wait_live(min(10.0, max(deadline - time.monotonic(), 0.1)))
+            info = await client.model_info(spec.model.name, spec.model.version)
+        except ModelUnavailableError as error:
+            if error.reason == exit_codes.REASON_MODEL_NOT_FOUND:
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TritonUnavailableError(
+                    f"{error} (waited {env.triton_wait:g}s: spec.stallTimeoutSeconds)"
+                ) from None
+            message = f"waiting for {client.describe()}: {error}"
+            log.warning("%s; trying again in %.0fs", message, min(pause, left))
+            if on_wait is not None:
+                on_wait(exit_codes.REASON_TRITON_UNAVAILABLE, message)
+            await asyncio.sleep(min(pause * (0.5 + random.random()), left))  # noqa: S311
+            pause = min(pause * 2, WAIT_LONGEST)
+            continue
+        if on_wait is not None:
+            on_wait(None, None)
+        return info
+
+
+async def setup_model(
+    env: WorkerEnv, dataset: Dataset, on_wait: OnWait | None = None
+) -> ModelSetup:
+    """Connect to Triton, wait for the model, map tensors; CannotStartError if it cannot."""
     spec = env.spec
     client = make_client(env)
     try:
-        await client.wait_live(env.triton_wait)
-        info = await client.model_info(spec.model.name, spec.model.version)
+        info = await wait_for_model(client, env, on_wait)
         preprocess = spec.input.preprocess
         fields = (
             [] if preprocess and preprocess.function else await asyncio.to_thread(dataset.fields)

@@ -72,7 +72,7 @@ def _sink(env: WorkerEnv, layout: OutputLayout, shard: int) -> ReportSink | None
     if env.report_mode == "api":
         from batchpredict.api.v1alpha1.report import report_name  # noqa: PLC0415
 
-        return ApiSink(env.namespace, report_name(env.name, env.round, shard))
+        return ApiSink(env.namespace, report_name(env.name, env.run_uid, env.round, shard))
     if env.report_mode in {"off", "none"}:
         return None
     if env.report_mode == "file":
@@ -119,7 +119,7 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
     try:
         if todo:
             dataset = await load_dataset(env)
-            setup = await setup_model(env, dataset)
+            setup = await setup_model(env, dataset, on_wait=reporter.waiting)
             settings = Settings(
                 model=spec.model.name,
                 version=spec.model.version,
@@ -172,6 +172,7 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
             "failed": reporter.failed,
             "retryableFailed": reporter.retryable,
             "failureCounts": dict(reporter.counts),
+            "retryableCounts": dict(reporter.retryable_counts),
             "chunks": chunk_count(work, size),
             "chunkItems": size,
             "batchSize": setup.batch_size if setup else None,

@@ -13,14 +13,19 @@ from pydantic import Field
 
 from batchpredict.api.v1alpha1.base import API_VERSION, StatusModel
 from batchpredict.api.v1alpha1.status import FailedItem
+from batchpredict.names import MAX_OBJECT_NAME, run_suffixed
 
 REPORT_KIND = "BatchPredictionShard"
 REPORT_PLURAL = "batchpredictionshards"
 REPORT_SINGULAR = "batchpredictionshard"
-# Labels that tie a report to its run; the operator's index keys on them.
-LABEL_RUN = "batchpredict.io/run"
+# Labels to select a run's reports with (`-l batchpredict.io/run=<UID>`); the operator trusts
+# a report only through its owner reference to the run.
+LABEL_RUN = "batchpredict.io/run"  # the run's UID
+LABEL_NAME = "batchpredict.io/name"  # the run's name, shortened to fit a label
 LABEL_ROUND = "batchpredict.io/round"
 LABEL_SHARD = "batchpredict.io/shard"
+# What a shard pod waits for instead of failing (ShardProgress.waitingReason).
+WAITING_TRITON = "TritonUnavailable"
 
 
 class ShardProgress(StatusModel):
@@ -39,10 +44,20 @@ class ShardProgress(StatusModel):
     failure_counts: dict[str, int] = Field(
         default_factory=dict, description="Failed items by error code."
     )
+    retryable_counts: dict[str, int] = Field(
+        default_factory=dict, description="Of `failureCounts`, the retryable ones by code."
+    )
     failed_sample: list[FailedItem] = Field(
         default_factory=list, description="The first few failed items of this shard."
     )
-    message: str | None = Field(default=None, description="Why the shard stopped, if it broke.")
+    message: str | None = Field(
+        default=None, description="Why the shard stopped, if it broke, or what it waits for."
+    )
+    waiting_reason: str | None = Field(
+        default=None,
+        description="Set while the pod waits for a dependency (TritonUnavailable); "
+        "kept in the final report when it gave up waiting.",
+    )
 
 
 class ShardReportSpec(StatusModel):
@@ -60,6 +75,7 @@ class BatchPredictionShard(StatusModel):
     progress: ShardProgress = Field(default_factory=ShardProgress)
 
 
-def report_name(batch_prediction: str, round_: int, shard: int) -> str:
-    """Stable object name, so a restarted pod updates its report instead of adding one."""
-    return f"{batch_prediction}-r{round_}-s{shard}"[:253]
+def report_name(batch_prediction: str, run_uid: str, round_: int, shard: int) -> str:
+    """Stable object name, so a restarted pod updates its report instead of adding one; unique
+    per run (a reused name gets new reports) and within 253 characters for any run name."""
+    return run_suffixed(batch_prediction, run_uid, f"r{round_}-s{shard}", MAX_OBJECT_NAME)
