@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
+from batchpredict.api.v1alpha1.report import report_name
 from batchpredict.api.validation import parse_spec
 from batchpredict.controller.config import NodePool, OperatorConfig
+from batchpredict.names import MAX_LABEL, MAX_OBJECT_NAME
 from batchpredict.reconcile.jobs import Owner, build_step_job, build_worker_job
-from batchpredict.reconcile.naming import MAX_NAME, Role, child_labels, job_name
+from batchpredict.reconcile.naming import Role, child_labels, job_name
 from batchpredict.worker import exit_codes
 
 OWNER = Owner(name="nightly", namespace="ml", uid="0000-1111")
@@ -48,7 +50,7 @@ def env(job: dict[str, Any]) -> dict[str, str]:
 
 def test_worker_job_is_an_indexed_job_owned_by_the_run() -> None:
     job = build_worker_job(OWNER, spec_with(), CONFIG, shards=12, round_=0)
-    assert job["metadata"]["name"] == "nightly-r0"
+    assert job["metadata"]["name"] == "nightly-0000-111-r0"
     assert job["metadata"]["ownerReferences"][0]["uid"] == "0000-1111"
     assert job["metadata"]["ownerReferences"][0]["controller"] is True
     spec = job["spec"]
@@ -87,7 +89,7 @@ def test_worker_env_carries_the_contract() -> None:
     assert values["BATCHPREDICT_RUN_UID"] == "0000-1111"
     assert values["BATCHPREDICT_NAMESPACE"] == "ml"
     assert "BATCHPREDICT_TRITON_URL" not in values
-    assert job["metadata"]["name"] == "nightly-r1"
+    assert job["metadata"]["name"] == "nightly-0000-111-r1"
 
 
 def test_pods_pass_pod_security_restricted() -> None:
@@ -152,7 +154,7 @@ def test_queued_and_suspended_runs_create_suspended_jobs() -> None:
 
 def test_step_jobs_run_one_pod() -> None:
     plan = build_step_job(OWNER, spec_with(), CONFIG, Role.PLAN)
-    assert plan["metadata"]["name"] == "nightly-plan"
+    assert plan["metadata"]["name"] == "nightly-0000-111-plan"
     assert plan["spec"]["completions"] == 1
     assert container(plan)["command"] == ["batchpredict-worker", "plan"]
     finalize = build_step_job(OWNER, spec_with(), CONFIG, Role.FINALIZE)
@@ -162,12 +164,26 @@ def test_step_jobs_run_one_pod() -> None:
 
 
 def test_long_names_fit_in_63_characters_and_stay_distinct() -> None:
-    long_a, long_b = "a" * 250, "a" * 249 + "b"
-    names = {job_name(n, Role.SHARDS, 3) for n in (long_a, long_b)}
+    long_a, long_b = "a" * 253, "a" * 252 + "b"
+    names = {job_name(n, "0f1e2d3c-uid", Role.SHARDS, 3) for n in (long_a, long_b)}
     assert len(names) == 2
-    assert all(len(n) <= MAX_NAME and n.endswith("-r3") for n in names)
+    assert all(len(n) <= MAX_LABEL and n.endswith("-0f1e2d3c-r3") for n in names)
     labels = child_labels(long_a, "uid", Role.PLAN)
-    assert all(len(v) <= MAX_NAME for v in labels.values())
+    assert all(len(v) <= MAX_LABEL for v in labels.values())
+    reports = {report_name(n, "0f1e2d3c-uid", 12, 99_999) for n in (long_a, long_b)}
+    assert len(reports) == 2
+    assert all(len(n) <= MAX_OBJECT_NAME for n in reports)
+
+
+def test_job_names_of_two_runs_never_collide() -> None:
+    """`a`'s finalize after a manual retry and round 1 of a run named `a-finalize` once had the
+    same name; the run's UID in every name keeps them apart."""
+    a = job_name("a", "11111111-x", Role.FINALIZE, 1)
+    other = job_name("a-finalize", "22222222-y", Role.SHARDS, 1)
+    assert a != other
+    runs = (("a", "11111111"), ("a-finalize", "22222222"), ("a-11111111", "33333333"))
+    names = [{job_name(n, uid, role, r) for role in Role for r in range(3)} for n, uid in runs]
+    assert all(not names[i] & names[j] for i in range(3) for j in range(i + 1, 3))
 
 
 def test_triton_tls_and_header_secrets_are_mounted_where_the_worker_reads_them() -> None:

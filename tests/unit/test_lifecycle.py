@@ -13,7 +13,18 @@ from batchpredict.reconcile.naming import Role
 from batchpredict.reconcile.observed import Observed
 from batchpredict.reconcile.policy import admitted_runs
 from batchpredict.reconcile.run import reconcile_run
-from tests.unit.test_run import CONFIG, PLANNED, SPEC, T0, job, report, step
+from tests.unit.test_run import (
+    CONFIG,
+    PLANNED,
+    SPEC,
+    T0,
+    Finalized,
+    finalized,
+    job,
+    name,
+    report,
+    step,
+)
 
 
 def with_annotations(
@@ -33,8 +44,10 @@ def with_annotations(
     jobs = tuple(o for o in observed if not isinstance(o, type(PLANNED)) and hasattr(o, "role"))
     reports = tuple(o for o in observed if hasattr(o, "progress"))
     plan = next((o for o in observed if isinstance(o, type(PLANNED))), None)
+    final = next((o.outcome for o in observed if isinstance(o, Finalized)), None)
+    now = T0 + timedelta(seconds=5)
     return reconcile_run(
-        bp, Observed(now=T0 + timedelta(seconds=5), jobs=jobs, reports=reports, plan=plan), CONFIG
+        bp, Observed(now=now, jobs=jobs, reports=reports, plan=plan, finalize=final), CONFIG
     )
 
 
@@ -65,18 +78,27 @@ def test_parallelism_changes_reach_the_running_job() -> None:
     assert ("run-shards-0", {"spec": {"parallelism": 1}}) in d.patch_jobs
 
 
-def test_cancel_suspends_jobs_and_keeps_the_counts() -> None:
+def test_cancel_stops_the_pods_then_counts_the_files() -> None:
     running = step(step(None), *RUNNING, job(Role.SHARDS, active=2), report(0, 10, done=False))
+    cancel = {"batchpredict.io/cancel": "true"}
+    stopping = with_annotations(
+        running, cancel, *RUNNING, job(Role.SHARDS, active=2), report(0, 10, done=False)
+    )
+    assert ("run-shards-0", {"spec": {"suspend": True}}) in stopping.patch_jobs
+    assert stopping.status.phase is Phase.RUNNING, "not finished while pods may still commit"
+    assert stopping.create == []
+    stopped = (*RUNNING, job(Role.SHARDS, suspended=True), report(0, 10, done=False))
+    counting = with_annotations(stopping, cancel, *stopped)
+    assert [j["metadata"]["name"] for j in counting.create] == [name("finalize")]
+    assert counting.patch_jobs == [], "the finalize Job is never suspended"
+    counted = finalized(10, 90, codes={"NOT_PROCESSED": 90})
     cancelled = with_annotations(
-        running,
-        {"batchpredict.io/cancel": "true"},
-        *RUNNING,
-        job(Role.SHARDS, active=2),
-        report(0, 10, done=False),
+        counting, cancel, *stopped, job(Role.FINALIZE, complete=True), counted
     )
     assert cancelled.status.phase is Phase.CANCELLED
-    assert ("run-shards-0", {"spec": {"suspend": True}}) in cancelled.patch_jobs
-    assert cancelled.status.items is not None and cancelled.status.items.succeeded == 10
+    items = cancelled.status.items
+    assert items is not None
+    assert (items.succeeded, items.failed, items.pending, items.retrying) == (10, 90, 0, 0)
     assert cancelled.status.completion_time is not None
 
 
@@ -87,29 +109,43 @@ def test_manual_retry_redoes_every_failed_item_once() -> None:
         report(0, 48, 2),
         report(1, 50),
         job(Role.FINALIZE, complete=True),
+        finalized(98, 2),
     )
     partial = step(step(None), *children)
     assert partial.status.phase is Phase.PARTIALLY_SUCCEEDED
     retry = with_annotations(partial, {"batchpredict.io/retry": "1"}, *children)
     assert retry.status.phase is Phase.RUNNING
     (created,) = retry.create
-    assert created["metadata"]["name"] == "run-r1"
+    assert created["metadata"]["name"] == name("r1")
+    request = created["metadata"]["annotations"]["batchpredict.io/retry-request"]
     assert {"name": "BATCHPREDICT_REDO", "value": "all"} in created["spec"]["template"]["spec"][
         "containers"
     ][0]["env"]
     assert retry.status.last_retry_request == "1"
     again = with_annotations(retry, {"batchpredict.io/retry": "1"}, *children)
     assert again.create == [], "the same annotation value retries once"
-    fixed = (
-        *children,
-        job(Role.SHARDS, 1, complete=True, redo_all=True),
-        report(0, 2, round_=1),
-        report(1, 0, round_=1),
+    retry_job = job(
+        Role.SHARDS, 1, retry_request=request, succeeded_before=98, failed_before=2, active=1
     )
+    lost_patch = with_annotations(partial, {"batchpredict.io/retry": "1"}, *children, retry_job)
+    assert lost_patch.create == [], "a lost status patch never starts a second round"
+    assert lost_patch.status.round == 1
+    done_job = job(
+        Role.SHARDS, 1, retry_request=request, succeeded_before=98, failed_before=2, complete=True
+    )
+    first = children[:3]  # the earlier round's reports are gone once the run had finished
+    midway = with_annotations(again, {"batchpredict.io/retry": "1"}, *first, retry_job)
+    assert midway.status.items is not None
+    assert (midway.status.items.succeeded, midway.status.items.failed) == (98, 2)
+    fixed = (*first, done_job, report(0, 2, round_=1))
     finalizing = with_annotations(again, {"batchpredict.io/retry": "1"}, *fixed)
-    assert [j["metadata"]["name"] for j in finalizing.create] == ["run-finalize-r1"]
+    assert [j["metadata"]["name"] for j in finalizing.create] == [name("finalize-r1")]
     done = with_annotations(
-        finalizing, {"batchpredict.io/retry": "1"}, *fixed, job(Role.FINALIZE, 1, complete=True)
+        finalizing,
+        {"batchpredict.io/retry": "1"},
+        *fixed,
+        job(Role.FINALIZE, 1, complete=True),
+        finalized(100),
     )
     assert done.status.phase is Phase.SUCCEEDED
     assert done.status.items is not None
@@ -125,9 +161,19 @@ def test_deadline_fails_the_run_and_stops_its_jobs() -> None:
         at=timedelta(seconds=61),
         activeDeadlineSeconds=60,
     )
-    assert late.status.phase is Phase.FAILED
-    assert "activeDeadlineSeconds" in (late.status.message or "")
     assert late.patch_jobs
+    stopped = (*RUNNING, job(Role.SHARDS, suspended=True))
+    ended = step(
+        late,
+        *stopped,
+        job(Role.FINALIZE, complete=True),
+        finalized(0, 100, codes={"NOT_PROCESSED": 100}),
+        at=timedelta(seconds=62),
+        activeDeadlineSeconds=60,
+    )
+    assert ended.status.phase is Phase.FAILED
+    assert "activeDeadlineSeconds" in (ended.status.message or "")
+    assert ended.status.items is not None and ended.status.items.pending == 0
 
 
 def test_ttl_deletes_a_finished_run() -> None:
@@ -137,6 +183,7 @@ def test_ttl_deletes_a_finished_run() -> None:
         report(0, 50),
         report(1, 50),
         job(Role.FINALIZE, complete=True),
+        finalized(100),
     )
     done = step(step(None, ttlSecondsAfterFinished=30), *children, ttlSecondsAfterFinished=30)
     assert done.status.phase is Phase.SUCCEEDED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from batchpredict.api.v1alpha1.status import ConditionType, Phase
 from batchpredict.controller.config import OperatorConfig
 from batchpredict.reconcile.decision import Decision
 from batchpredict.reconcile.naming import Role
-from batchpredict.reconcile.observed import JobState, Observed, StepOutcome, count_indexes
+from batchpredict.reconcile.observed import JobState, Observed, StepOutcome, parse_indexes
 from batchpredict.reconcile.patching import merge_patch
 from batchpredict.reconcile.policy import retry_delay, terminal_phase
 from batchpredict.reconcile.run import reconcile_run
@@ -75,6 +76,26 @@ def report(
 PLANNED = StepOutcome(succeeded=True, data={"total": 100, "shards": 2})
 
 
+@dataclass(frozen=True)
+class Finalized:
+    """What the finalize pod counted in the files (its termination message)."""
+
+    outcome: StepOutcome
+
+
+def finalized(
+    succeeded: int = 100, failed: int = 0, *, codes: dict[str, int] | None = None, **more: Any
+) -> Finalized:
+    codes = codes if codes is not None else ({"INVALID_ARGUMENT": failed} if failed else {})
+    data = {"total": succeeded + failed, "succeeded": succeeded, "failed": failed}
+    return Finalized(StepOutcome(succeeded=True, data={**data, "failureCounts": codes, **more}))
+
+
+def name(suffix: str) -> str:
+    """A child's name for the test run (name `run`, UID `u-1`)."""
+    return f"run-u-1-{suffix}"
+
+
 def step(
     previous: Decision | None, *observed: Any, at: timedelta = timedelta(0), **spec: Any
 ) -> Decision:
@@ -82,9 +103,18 @@ def step(
     jobs = tuple(o for o in observed if isinstance(o, JobState))
     reports = tuple(o for o in observed if isinstance(o, BatchPredictionShard))
     plan = next((o for o in observed if isinstance(o, StepOutcome)), None)
+    final = next((o.outcome for o in observed if isinstance(o, Finalized)), None)
+    exits = next((o for o in observed if isinstance(o, dict)), {})
     return reconcile_run(
         bp(status, **spec),
-        Observed(now=T0 + at, jobs=jobs, reports=reports, plan=plan),
+        Observed(
+            now=T0 + at,
+            jobs=jobs,
+            reports=reports,
+            plan=plan,
+            finalize=final,
+            shard_results=exits,
+        ),
         CONFIG,
     )
 
@@ -96,7 +126,7 @@ def condition(decision: Decision, type_: ConditionType) -> str:
 def test_a_new_run_creates_its_plan_job_and_is_pending() -> None:
     d = step(None)
     assert d.status.phase is Phase.PENDING
-    assert [j["metadata"]["name"] for j in d.create] == ["run-plan"]
+    assert [j["metadata"]["name"] for j in d.create] == [name("plan")]
     assert d.status.start_time == T0
     assert d.events[0].reason == "Pending"
 
@@ -111,7 +141,7 @@ def test_plan_success_creates_round_zero_with_the_planned_shards() -> None:
     d = step(step(None), job(Role.PLAN, complete=True), PLANNED)
     assert d.status.phase is Phase.PENDING or d.status.phase is Phase.RUNNING
     (created,) = d.create
-    assert created["metadata"]["name"] == "run-r0"
+    assert created["metadata"]["name"] == name("r0")
     assert created["spec"]["completions"] == 2
     assert d.status.items is not None and d.status.items.total == 100
     assert condition(d, ConditionType.MODEL_READY) == "True"
@@ -148,16 +178,19 @@ def test_progress_grows_from_reports_then_the_run_succeeds() -> None:
     assert running.status.items is not None and running.status.items.pending == 60
     assert running.status.items_per_second == 100.0
     assert running.status.eta == "0s"
-    finished_job = job(Role.SHARDS, complete=True, completed_indexes=2)
+    finished_job = job(Role.SHARDS, complete=True, completed=frozenset({0, 1}))
     both = (plan_done, PLANNED, finished_job, report(0, 50), report(1, 50))
     finalizing = step(running, *both, at=timedelta(seconds=4))
-    assert [j["metadata"]["name"] for j in finalizing.create] == ["run-finalize"]
-    done = step(finalizing, *both, job(Role.FINALIZE, complete=True), at=timedelta(seconds=6))
+    assert [j["metadata"]["name"] for j in finalizing.create] == [name("finalize")]
+    counting = step(finalizing, *both, job(Role.FINALIZE, complete=True), at=timedelta(seconds=5))
+    assert counting.status.phase is Phase.RUNNING, "no terminal phase before finalize's counts"
+    final = (*both, job(Role.FINALIZE, complete=True), finalized(100))
+    done = step(finalizing, *final, at=timedelta(seconds=6))
     assert done.status.phase is Phase.SUCCEEDED
     assert done.status.progress == "100%"
     assert condition(done, ConditionType.COMPLETE) == "True"
     assert done.status.completion_time == T0 + timedelta(seconds=6)
-    again = step(done, *both, job(Role.FINALIZE, complete=True), at=timedelta(seconds=8))
+    again = step(done, *final, at=timedelta(seconds=8))
     assert (
         merge_patch(done.status.model_dump(mode="json"), again.status.model_dump(mode="json")) == {}
     ), "a finished run's status does not change"
@@ -171,10 +204,18 @@ def test_rejected_items_make_the_run_partially_succeeded() -> None:
         report(0, 48, 2),
         report(1, 50),
         job(Role.FINALIZE, complete=True),
+        finalized(
+            98,
+            2,
+            failedSample=[
+                {"id": "item-0", "shard": 0, "code": "INVALID_ARGUMENT", "message": "bad"}
+            ],
+        ),
     )
     d = step(step(None), *children)
     assert d.status.phase is Phase.PARTIALLY_SUCCEEDED
     assert d.status.items is not None and d.status.items.failed == 2
+    assert (d.status.items.pending, d.status.items.retrying) == (0, 0)
     assert [i.id for i in d.status.failed_items] == ["item-0"]
     assert d.status.failure_summary[0].code == "INVALID_ARGUMENT"
     assert d.status.failure_summary[0].count == 2
@@ -225,33 +266,39 @@ def test_retryable_failures_start_a_new_round_after_backoff() -> None:
     assert waiting.status.items is not None and waiting.status.items.retrying == 5
     assert waiting.create == []
     due = step(waiting, *children, at=timedelta(seconds=41), **spec)
-    assert [j["metadata"]["name"] for j in due.create] == ["run-r1"]
+    assert [j["metadata"]["name"] for j in due.create] == [name("r1")]
     retried = (
         *children,
         job(Role.SHARDS, 1, complete=True),
         report(0, 5, round_=1),
         report(1, 0, round_=1),
     )
-    finalized = job(Role.FINALIZE, 1, complete=True)  # the last round's finalize step
-    final = step(due, *retried, finalized, at=timedelta(seconds=60), **spec)
+    finalized_step = job(Role.FINALIZE, 1, complete=True)  # the last round's finalize step
+    final = step(due, *retried, finalized_step, finalized(100), at=timedelta(seconds=60), **spec)
     assert final.status.phase is Phase.SUCCEEDED
     assert final.status.items is not None
     assert (final.status.items.succeeded, final.status.items.failed) == (100, 0)
     assert final.status.round == 1
 
 
-def test_broken_shards_count_their_items_as_failed() -> None:
+def test_broken_shards_count_their_items_as_not_processed() -> None:
     children = (
         job(Role.PLAN, complete=True),
         PLANNED,
-        job(Role.SHARDS, failed=True, failed_indexes=1),
+        job(Role.SHARDS, failed=True, failed_set=frozenset({1})),
         report(0, 50),
-        job(Role.FINALIZE, complete=True),
     )
-    d = step(step(None), *children)
+    policy = {"failurePolicy": {"maxFailedPercent": 5}}
+    d = step(step(None, **policy), *children, **policy)
     assert d.status.items is not None and d.status.items.failed == 50
-    assert d.status.failure_summary[0].code == "SHARD_FAILED"
-    assert d.status.phase is Phase.PARTIALLY_SUCCEEDED
+    assert d.status.items.pending == 0
+    assert d.status.failure_summary[0].code == "NOT_PROCESSED"
+    assert d.status.failure_summary[0].retryable
+    assert d.status.phase is Phase.RUNNING, "finalize counts the files before the run ends"
+    counted = finalized(50, 50, codes={"NOT_PROCESSED": 50}, retryableCounts={"NOT_PROCESSED": 50})
+    done = step(d, *children, job(Role.FINALIZE, complete=True), counted, **policy)
+    assert done.status.phase is Phase.FAILED, "50% failed is more than 5%"
+    assert done.status.items is not None and done.status.items.pending == 0
 
 
 def test_backoff_grows_and_is_capped() -> None:
@@ -262,10 +309,10 @@ def test_backoff_grows_and_is_capped() -> None:
     assert 30 <= retry_delay(jittered, 0, "b") <= 33
 
 
-def test_count_indexes() -> None:
-    assert count_indexes(None) == 0
-    assert count_indexes("0-4") == 5
-    assert count_indexes("1,3-5,9") == 5
+def test_parse_indexes() -> None:
+    assert parse_indexes(None) == frozenset()
+    assert parse_indexes("0-4") == {0, 1, 2, 3, 4}
+    assert parse_indexes("1,3-5,9") == {1, 3, 4, 5, 9}
 
 
 def test_merge_patch_nulls_what_went_away() -> None:
