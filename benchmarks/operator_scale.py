@@ -35,7 +35,7 @@ from tests.harness.cluster import LocalCluster, cache_bin_dir  # noqa: E402
 from tests.harness.fixtures import Cluster  # noqa: E402
 
 from batchpredict.api.v1alpha1 import GROUP, PLURAL, VERSION  # noqa: E402
-from batchpredict.api.v1alpha1.report import REPORT_PLURAL  # noqa: E402
+from batchpredict.api.v1alpha1.report import REPORT_PLURAL, report_name  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 SUCCEEDED_IN_REPORT = 7
@@ -81,7 +81,19 @@ def report_manifest(bp: dict[str, Any], shard: int) -> dict[str, Any]:
     return {
         "apiVersion": "batchpredict.io/v1alpha1",
         "kind": "BatchPredictionShard",
-        "metadata": {"name": f"{meta['name']}-r0-s{shard}", "namespace": meta["namespace"]},
+        "metadata": {
+            "name": report_name(meta["name"], meta["uid"], 0, shard),
+            "namespace": meta["namespace"],
+            # The operator counts a report only through its owner reference to the run.
+            "ownerReferences": [
+                {
+                    "apiVersion": "batchpredict.io/v1alpha1",
+                    "kind": "BatchPrediction",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                }
+            ],
+        },
         "spec": {
             "batchPrediction": meta["name"],
             "runUid": meta["uid"],

@@ -250,7 +250,9 @@ def test_install_serves_a_run_then_upgrade_and_uninstall_leave_only_crds_and_out
     assert sorted(predicted) == sorted(f"item-{n}" for n in range(200))
     # Worker pods were admitted under "restricted" (none was refused by PodSecurity).
     jobs = cluster.get("jobs", namespace=namespace)["items"]
-    assert {j["metadata"]["name"] for j in jobs} >= {"first-plan", "first-r0", "first-finalize"}
+    uid = cluster.get("bp", "first", namespace)["metadata"]["uid"][:8]
+    wanted = {f"first-{uid}-{step}" for step in ("plan", "r0", "finalize")}
+    assert {j["metadata"]["name"] for j in jobs} >= wanted
     refused = cluster.kubectl(
         "get", "events", "-n", namespace, "--field-selector", "reason=FailedCreate", check=False
     ).stdout

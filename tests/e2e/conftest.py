@@ -19,8 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e.invariant import assert_each_item_once, assert_run_truth
 from tests.harness.fixtures import Cluster
 from tests.harness.triton_server import TritonHandle
+
+__all__ = ["assert_each_item_once", "assert_run_truth"]  # every e2e run ends with these
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -213,17 +216,6 @@ def pods_of(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
     return list(cluster.get("pods", namespace=namespace)["items"])
 
 
-def assert_each_item_once(output: Path, total: int) -> None:
-    """The invariant: every item is in the final predictions or the failures, once."""
-    predicted = output_ids(output / "rounds", "predictions-*.jsonl")
-    failed = output_ids(output, "failures.jsonl")
-    final_predictions = set(predicted)
-    assert len(predicted) == len(final_predictions), "an item predicted twice"
-    assert not final_predictions & set(failed), "an item both predicted and failed"
-    assert len(failed) == len(set(failed)), "an item failed twice in the final record"
-    assert final_predictions | set(failed) == {f"item-{n}" for n in range(total)}
-
-
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
     """3,000 JSONL items `{"id": "item-N", "x": N}`."""
@@ -259,6 +251,12 @@ def batch_prediction(
         "metadata": {"name": name},
         "spec": body,
     }
+
+
+def child_job(cluster: Cluster, name: str, namespace: str, suffix: str) -> str:
+    """The name of a run's Job: `<name>-<uid8>-<suffix>` (suffix plan, r0, finalize...)."""
+    uid = get_bp(cluster, name, namespace)["metadata"]["uid"]
+    return f"{name}-{uid[:8]}-{suffix}"
 
 
 def get_bp(cluster: Cluster, name: str, namespace: str) -> dict[str, Any]:

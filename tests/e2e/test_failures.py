@@ -8,8 +8,9 @@ from pathlib import Path
 
 from tests.e2e.conftest import (
     OperatorProcess,
+    assert_run_truth,
     batch_prediction,
-    output_ids,
+    child_job,
     wait_for_phase,
     write_items,
 )
@@ -44,10 +45,7 @@ def test_rejected_items_end_partially_succeeded_with_their_ids(
         assert item["retryable"] is False
     assert status["round"] == 0, "non-retryable failures start no retry round"
     assert [s["count"] for s in status["failureSummary"]] == [3]
-    predicted = output_ids(output / "rounds", "predictions-*.jsonl")
-    failed = output_ids(output, "failures.jsonl")
-    assert sorted(predicted + failed) == sorted(f"item-{n}" for n in range(300))
-    assert not set(predicted) & set(failed)
+    assert_run_truth(cluster, "rejects", namespace, output, 300)
 
 
 def test_a_missing_dataset_fails_the_run_with_its_reason(
@@ -68,9 +66,9 @@ def test_a_missing_dataset_fails_the_run_with_its_reason(
     assert failed["reason"] == "DatasetNotFound"
     assert str(missing) in failed["message"]
     jobs = cluster.get("jobs", namespace=namespace)["items"]
-    assert [j["metadata"]["name"] for j in jobs] == ["no-data-plan"], (
-        "no shard Job for a failed plan"
-    )
+    assert [j["metadata"]["name"] for j in jobs] == [
+        child_job(cluster, "no-data", namespace, "plan")
+    ], "no shard Job for a failed plan"
 
 
 def test_a_missing_model_names_the_model_and_the_server(

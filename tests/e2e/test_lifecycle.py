@@ -10,8 +10,9 @@ from pathlib import Path
 from tests.e2e.conftest import (
     SLOW,
     OperatorProcess,
-    assert_each_item_once,
+    assert_run_truth,
     batch_prediction,
+    child_job,
     pods_of,
     start_slow_run,
     wait_for_phase,
@@ -76,7 +77,7 @@ def test_transient_failures_succeed_in_a_later_round_with_backoff(
     assert [j["round"] for j in status["jobs"]] == list(range(status["round"] + 1))
     reasons = [e["reason"] for e in events(cluster, namespace, "flaky")]
     assert "Retrying" in reasons and "RetryRoundStarted" in reasons
-    assert_each_item_once(output, 200)
+    assert_run_truth(cluster, "flaky", namespace, output, 200)
 
 
 def test_manual_retry_after_a_fix_brings_the_run_to_succeeded(
@@ -117,7 +118,7 @@ def test_manual_retry_after_a_fix_brings_the_run_to_succeeded(
         "pending": 0,
     }
     assert status["lastRetryRequest"] == "fix-1"
-    assert_each_item_once(output, 200)
+    assert_run_truth(cluster, "gated", namespace, output, 200)
 
 
 def test_suspend_then_resume_completes_with_exact_counts(
@@ -172,7 +173,7 @@ def test_suspend_then_resume_completes_with_exact_counts(
     )["status"]
     assert status["phase"] == "Succeeded", status.get("message")
     assert status["items"]["succeeded"] == 3000
-    assert_each_item_once(output, 3000)
+    assert_run_truth(cluster, "pausable", namespace, output, 3000)
 
 
 def test_cancel_stops_the_pods_and_keeps_the_outputs(
@@ -211,6 +212,8 @@ def test_cancel_stops_the_pods_and_keeps_the_outputs(
     )
     assert cluster.get("bp", "stopme", namespace) is not None, "cancel is not delete"
     assert list((output / "rounds").rglob("predictions-*.jsonl")), "committed chunks are kept"
+    final = assert_run_truth(cluster, "stopme", namespace, output, 3000)
+    assert {e["code"] for e in final["failureSummary"]} == {"NOT_PROCESSED"}
 
 
 def test_the_cap_queues_the_third_run_until_one_finishes(
@@ -244,7 +247,7 @@ def test_the_cap_queues_the_third_run_until_one_finishes(
             cluster, name="third", namespace=namespace, phases=TERMINAL, operator=operator_process
         )["status"]
         assert status["phase"] == "Succeeded"
-        assert_each_item_once(tmp_path / "third", 100)
+        assert_run_truth(cluster, "third", namespace, tmp_path / "third", 100)
     finally:
         operator_process.reconfigure()
 
@@ -265,7 +268,7 @@ def test_a_kueue_queued_run_waits_suspended_until_admitted(
         cluster, "queued", namespace, lambda s: s.get("phase") == "Queued", "Queued"
     )
     assert "gpu-queue" in queued["message"]
-    job = cluster.get("job", "queued-r0", namespace)
+    job = cluster.get("job", child_job(cluster, "queued", namespace, "r0"), namespace)
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     time.sleep(3)
@@ -274,7 +277,7 @@ def test_a_kueue_queued_run_waits_suspended_until_admitted(
     cluster.kubectl(
         "patch",
         "job",
-        "queued-r0",
+        job["metadata"]["name"],
         "-n",
         namespace,
         "--type=merge",
@@ -285,4 +288,4 @@ def test_a_kueue_queued_run_waits_suspended_until_admitted(
         cluster, name="queued", namespace=namespace, phases=TERMINAL, operator=operator_process
     )["status"]
     assert status["phase"] == "Succeeded"
-    assert_each_item_once(output, 100)
+    assert_run_truth(cluster, "queued", namespace, output, 100)

@@ -8,8 +8,9 @@ from pathlib import Path
 from tests.e2e.conftest import (
     SLOW,
     OperatorProcess,
-    assert_each_item_once,
+    assert_run_truth,
     batch_prediction,
+    child_job,
     pods_of,
     start_slow_run,
     wait_for_phase,
@@ -47,8 +48,10 @@ def test_operator_killed_mid_run_leaves_one_job_and_exact_counts(
     assert status["phase"] == "Succeeded", status.get("message")
     assert status["items"]["succeeded"] == 3000
     jobs = sorted(j["metadata"]["name"] for j in cluster.get("jobs", namespace=namespace)["items"])
-    assert jobs == ["restart-finalize", "restart-plan", "restart-r0"]
-    assert_each_item_once(output, 3000)
+    assert jobs == sorted(
+        child_job(cluster, "restart", namespace, s) for s in ("finalize", "plan", "r0")
+    )
+    assert_run_truth(cluster, "restart", namespace, output, 3000)
 
 
 def test_deleting_a_run_removes_its_jobs_and_pods_and_keeps_outputs(

@@ -101,9 +101,12 @@ def start_triton(
     timeout: float = 90.0,
     models: Sequence[str] | None = None,
     extra_args: Sequence[str] = (),
+    ports: Sequence[int] | None = None,
 ) -> TritonHandle:
-    """Start tritonserver on free ports and wait until every model in the repository is ready.
-    `extra_args` go to tritonserver (TLS, restricted protocols); readiness is read over HTTP."""
+    """Start tritonserver on free ports (or on `ports`: http, grpc, metrics, to start a stopped
+    server again where its clients look for it) and wait until every model in the repository
+    is ready. `extra_args` go to tritonserver (TLS, restricted protocols); readiness is read
+    over HTTP."""
     wheel = _wheel_root()
     workdir = Path(tempfile.mkdtemp(prefix="triton-"))
     backends = _backend_dir(workdir / "backends")
@@ -116,7 +119,7 @@ def start_triton(
     # with few cores that spinning takes the CPU the client needs (see benchmarks/README.md).
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(name, "1")
-    ports = [_free_port() for _ in range(3)]
+    ports = list(ports) if ports else [_free_port() for _ in range(3)]
     log_path = workdir / "tritonserver.log"
     command = [
         str(wheel / "pytriton" / "tritonserver" / "bin" / "tritonserver"),
@@ -131,7 +134,9 @@ def start_triton(
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    handle = TritonHandle(process, *ports, model_repository, log_path, workdir)
+    handle = TritonHandle(
+        process, ports[0], ports[1], ports[2], model_repository, log_path, workdir
+    )
     wanted = (
         models
         if models is not None

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from batchpredict.api.v1alpha1.report import BatchPredictionShard
 from batchpredict.api.v1alpha1.status import ConditionType, Phase
+from batchpredict.api.validation import InvalidSpecError, parse_batch_prediction
 from batchpredict.planning import MAX_SHARDS, ShardPlan, plan_shards
 from batchpredict.reconcile.naming import Role
 from batchpredict.reconcile.observed import (
@@ -212,3 +215,10 @@ def test_a_failed_plan_step_pod_outcome_is_kept() -> None:
     assert observed.plan == StepOutcome(
         succeeded=False, data={"items": 50, "succeeded": 50, "failed": 0}
     )
+
+
+def test_a_spec_too_large_for_the_pods_is_refused_naming_the_field() -> None:
+    body = bp().model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["spec"]["worker"] = {"env": [{"name": f"V{n}", "value": "x" * 1000} for n in range(200)]}
+    with pytest.raises(InvalidSpecError, match=r"spec\.worker is the largest field"):
+        parse_batch_prediction(body)

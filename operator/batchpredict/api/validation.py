@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,9 +44,31 @@ def parse_spec(spec: Mapping[str, Any]) -> BatchPredictionSpec:
         raise InvalidSpecError(describe_errors(error, prefix="spec")) from None
 
 
+# Worker pods get the spec as one environment variable, inside the Job object (at most 1.5 MiB
+# with everything else): keep well under that, and say which field is too large.
+MAX_SPEC_BYTES = 128 * 1024
+
+
+def check_spec_size(spec: Mapping[str, Any]) -> None:
+    """InvalidSpecError naming the largest field when the spec cannot travel to the pods."""
+    size = len(json.dumps(spec, separators=(",", ":")))
+    if size <= MAX_SPEC_BYTES:
+        return
+    largest = max(spec, key=lambda k: len(json.dumps(spec[k], separators=(",", ":"))))
+    raise InvalidSpecError(
+        [
+            f"spec: {size} bytes, more than the {MAX_SPEC_BYTES} that fit in a worker pod's "
+            f"environment; spec.{largest} is the largest field: move large values to files "
+            "or ConfigMaps"
+        ]
+    )
+
+
 def parse_batch_prediction(body: Mapping[str, Any]) -> BatchPrediction:
     """Validate a whole BatchPrediction object (as read from YAML or the API)."""
     try:
-        return BatchPrediction.model_validate(body)
+        bp = BatchPrediction.model_validate(body)
     except ValidationError as error:
         raise InvalidSpecError(describe_errors(error)) from None
+    check_spec_size(body.get("spec") or {})
+    return bp

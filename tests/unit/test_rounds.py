@@ -1,0 +1,45 @@
+"""Which items each round redoes, from committed files only: a manual (redo-all) round redoes
+the final failures of every earlier round, not only those of the round before it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from batchpredict.io.layout import OutputLayout
+from batchpredict.planning import ShardPlan
+from batchpredict.worker.rounds import mark_redo_all, shard_work, walk_rounds
+
+PLAN = ShardPlan(total_items=10, shards=1, chunk_items=10)
+
+
+def commit(layout: OutputLayout, round_: int, failures: dict[int, bool]) -> None:
+    """Commit chunk 0 of shard 0 in `round_` with failures {position: retryable}."""
+    records = [
+        {"id": f"item-{p}", "position": p, "round": round_, "code": "X", "retryable": r}
+        for p, r in failures.items()
+    ]
+    if records:
+        text = "".join(json.dumps(r) + "\n" for r in records).encode()
+        layout.write_atomic(layout.failures_chunk(round_, 0, 0), text)
+    layout.write_atomic(layout.predictions_chunk(round_, 0, 0, "jsonl"), b"")
+
+
+def test_a_manual_retry_redoes_final_failures_of_every_earlier_round(tmp_path: Path) -> None:
+    layout = OutputLayout(str(tmp_path))
+    commit(layout, 0, {3: False, 5: True})  # 3 failed for good, 5 is retried in round 1
+    assert list(shard_work(layout, PLAN, 0, 1)) == [5]
+    commit(layout, 1, {5: False})  # ...and failed for good there
+    mark_redo_all(layout, 2)
+    assert list(shard_work(layout, PLAN, 0, 2)) == [3, 5], "both final failures are redone"
+    commit(layout, 2, {})
+    outcomes = list(walk_rounds(layout, PLAN, 0, 2))
+    assert [list(o.work) for o in outcomes] == [list(range(10)), [5], [3, 5]]
+
+
+def test_an_automatic_round_redoes_only_retryable_failures_and_lost_chunks(tmp_path: Path) -> None:
+    layout = OutputLayout(str(tmp_path))
+    commit(layout, 0, {3: False, 5: True})
+    commit(layout, 1, {5: True})
+    assert list(shard_work(layout, PLAN, 0, 2)) == [5]
+    assert list(shard_work(layout, PLAN, 0, 3)) == [5], "a chunk round 2 never committed is redone"
