@@ -4,9 +4,6 @@ started again on the same ports, an API server restart, reports refused by admis
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,38 +12,6 @@ from tests.harness import procs
 from tests.harness.cluster import LocalCluster, cache_bin_dir
 from tests.harness.components import apiserver_args
 from tests.harness.fixtures import Cluster
-from tests.harness.triton_server import TritonHandle, start_triton, write_model_repository
-
-
-class RestartableTriton:
-    """A tritonserver of one test; `stop()` and `start()` keep its ports and repository."""
-
-    def __init__(self, workdir: Path, models: tuple[str, ...]) -> None:
-        self.repository = write_model_repository(workdir / "models", models)
-        self.models = models
-        self.handle: TritonHandle | None = start_triton(self.repository, models=list(models))
-        self.ports = (self.handle.http_port, self.handle.grpc_port, self.handle.metrics_port)
-        self.grpc_url = self.handle.grpc_url
-
-    def stop(self) -> None:
-        if self.handle is not None:
-            self.handle.process.kill()  # as a crash or a node loss: no draining
-            self.handle.process.wait()
-            self.handle.stop()
-            self.handle = None
-
-    def start(self) -> None:
-        if self.handle is None:
-            self.handle = start_triton(self.repository, models=list(self.models), ports=self.ports)
-
-
-@contextmanager
-def own_triton(workdir: Path, *models: str) -> Iterator[RestartableTriton]:
-    triton = RestartableTriton(workdir, models)
-    try:
-        yield triton
-    finally:
-        triton.stop()
 
 
 def local_cluster(cluster: Cluster) -> LocalCluster:

@@ -22,9 +22,9 @@ from tests.e2e.conftest import (
     wait_until,
     write_items,
 )
-from tests.e2e.faults import own_triton, refuse_reports, restart_apiserver
+from tests.e2e.faults import refuse_reports, restart_apiserver
 from tests.harness.fixtures import Cluster
-from tests.harness.triton_server import TritonHandle
+from tests.harness.triton_server import TritonHandle, own_triton
 
 TERMINAL = {"Succeeded", "PartiallySucceeded", "Failed", "Cancelled"}
 FAST_RETRY = {"initialSeconds": 2, "factor": 1, "jitter": 0}

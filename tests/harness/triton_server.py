@@ -18,6 +18,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,3 +180,34 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonHa
     handle = start_triton(repo)
     yield handle
     handle.stop()
+
+
+class RestartableTriton:
+    """A tritonserver of one test; `stop()` and `start()` keep its ports and repository."""
+
+    def __init__(self, workdir: Path, models: tuple[str, ...]) -> None:
+        self.repository = write_model_repository(workdir / "models", models)
+        self.models = models
+        self.handle: TritonHandle | None = start_triton(self.repository, models=list(models))
+        self.ports = (self.handle.http_port, self.handle.grpc_port, self.handle.metrics_port)
+        self.grpc_url = self.handle.grpc_url
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.process.kill()  # as a crash or a node loss: no draining
+            self.handle.process.wait()
+            self.handle.stop()
+            self.handle = None
+
+    def start(self) -> None:
+        if self.handle is None:
+            self.handle = start_triton(self.repository, models=list(self.models), ports=self.ports)
+
+
+@contextmanager
+def own_triton(workdir: Path, *models: str) -> Iterator[RestartableTriton]:
+    triton = RestartableTriton(workdir, models)
+    try:
+        yield triton
+    finally:
+        triton.stop()

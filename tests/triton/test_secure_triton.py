@@ -104,13 +104,15 @@ def test_a_missing_auth_header_fails_the_items_with_triton_s_reason(
     assert "expecting header 'triton-grpc-protocol-x-api-key'" in failures
 
 
-def test_without_a_client_certificate_the_worker_cannot_start_and_names_the_server(
+def test_without_a_client_certificate_the_worker_gives_up_and_names_the_server(
     secure_triton: TritonHandle, pki: Pki, tmp_path: Path
 ) -> None:
+    """A refused handshake looks like a server that is down (gRPC says UNAVAILABLE): the pod
+    waits for it as long as it may, then says which server it could not reach."""
     env = secrets(tmp_path, pki, client_cert=False, header=TOKEN)
     result = run_cli("plan", worker_env(spec(secure_triton, tmp_path), tmp_path, **env))
 
-    assert result.returncode == exit_codes.CANNOT_START, result.stderr
+    assert result.returncode == exit_codes.UNAVAILABLE, result.stderr
     message = termination(tmp_path)
-    assert message["reason"] == "ModelNotReady"
+    assert message["reason"] == "TritonUnavailable"
     assert f"grpcs://localhost:{secure_triton.grpc_port}" in message["message"]

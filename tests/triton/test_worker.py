@@ -96,7 +96,7 @@ def test_every_item_predicted_with_the_right_value(
     assert_each_id_once(out, {f"item-{i}" for i in range(n)})
     report = json.loads((out / "rounds/000/shard-00001/report.json").read_text())
     assert report["kind"] == "BatchPredictionShard"
-    assert report["metadata"]["name"] == "test-run-r0-s1"
+    assert report["metadata"]["name"] == "test-run-uid-1-r0-s1"
     assert report["progress"]["finished"] is True
     assert report["progress"]["succeeded"] == report["progress"]["itemsTotal"] == 1000
 

@@ -96,7 +96,15 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
         "finishedAt": datetime.now(UTC).isoformat(),
     }
     layout.write_json(layout.summary, summary)
-    keys = ("total", "succeeded", "failed", "notProcessed", "failureCounts", "retryableCounts")
+    keys = (
+        "total",
+        "succeeded",
+        "failed",
+        "notProcessed",
+        "failureCounts",
+        "retryableCounts",
+        "predictions",
+    )
     return fit_result({k: summary[k] for k in keys}, sample)
 
 
