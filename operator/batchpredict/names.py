@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 
-# Label values, and Job names (the Job controller copies them into pod labels).
+# Label values (the Job controller copies Job names into pod labels).
 MAX_LABEL = 63
+# Job names: a pod of an Indexed Job is named `<job>-<index>` as its hostname, a DNS label of
+# at most 63 characters, and an index takes up to 5 digits (100,000 completions at most).
+MAX_JOB_NAME = MAX_LABEL - len("-99999")
 # Names of other objects (DNS subdomains).
 MAX_OBJECT_NAME = 253
 # Characters of the run's UID in child names: enough to tell runs apart, short enough to read.

@@ -10,7 +10,7 @@ import pytest
 from batchpredict.api.v1alpha1.report import report_name
 from batchpredict.api.validation import parse_spec
 from batchpredict.controller.config import NodePool, OperatorConfig
-from batchpredict.names import MAX_LABEL, MAX_OBJECT_NAME
+from batchpredict.names import MAX_JOB_NAME, MAX_LABEL, MAX_OBJECT_NAME
 from batchpredict.reconcile.jobs import Owner, build_step_job, build_worker_job
 from batchpredict.reconcile.naming import Role, child_labels, job_name
 from batchpredict.worker import exit_codes
@@ -167,7 +167,9 @@ def test_long_names_fit_in_63_characters_and_stay_distinct() -> None:
     long_a, long_b = "a" * 253, "a" * 252 + "b"
     names = {job_name(n, "0f1e2d3c-uid", Role.SHARDS, 3) for n in (long_a, long_b)}
     assert len(names) == 2
-    assert all(len(n) <= MAX_LABEL and n.endswith("-0f1e2d3c-r3") for n in names)
+    # An Indexed Job's pods are named <job>-<index> (a DNS label): room for 5 digits.
+    assert all(len(f"{n}-99999") <= MAX_LABEL and n.endswith("-0f1e2d3c-r3") for n in names)
+    assert all(len(n) == MAX_JOB_NAME for n in names)
     labels = child_labels(long_a, "uid", Role.PLAN)
     assert all(len(v) <= MAX_LABEL for v in labels.values())
     reports = {report_name(n, "0f1e2d3c-uid", 12, 99_999) for n in (long_a, long_b)}

@@ -19,7 +19,13 @@ from prometheus_client import start_http_server
 from batchpredict import metrics
 from batchpredict.api.v1alpha1 import GROUP, PLURAL, VERSION, BatchPrediction
 from batchpredict.api.v1alpha1.report import REPORT_PLURAL, BatchPredictionShard
-from batchpredict.api.v1alpha1.status import BatchPredictionStatus, Phase
+from batchpredict.api.v1alpha1.status import (
+    BatchPredictionStatus,
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Phase,
+)
 from batchpredict.api.validation import InvalidSpecError, parse_batch_prediction
 from batchpredict.controller import kube
 from batchpredict.controller.config import OperatorConfig, load_config
@@ -177,13 +183,17 @@ async def reconcile(
     try:
         bp = parse_batch_prediction(dict(body))
     except InvalidSpecError as error:
-        _reject(body, old_status, error, patch)
+        _fail(body, old_status, "InvalidSpec", str(error), patch)
         return
     indexes = {name: kwargs[name] for name in INDEXES}  # kopf passes indexes by name
     observed = observe((namespace or "", uid), indexes)
     admitted = is_admitted(uid, list(kwargs["runs"].get(None, [])), memo)
     decision = reconcile_run(bp, observed, memo.config, admitted=admitted)
-    await _perform(bp, decision, memo, logger)
+    try:
+        await _perform(bp, decision, memo, logger)
+    except kube.RefusedError as error:
+        _fail(body, old_status, "JobRefused", f"the API server refused {error}", patch)
+        return
     if decision.delete_self:
         return
     changes = merge_patch(
@@ -233,16 +243,26 @@ async def _perform(bp: BatchPrediction, decision: Decision, memo: kopf.Memo, log
         await kube.delete_batch_prediction(memo.api, namespace, name)
 
 
-def _reject(
-    body: kopf.Body, old_status: dict[str, Any], error: InvalidSpecError, patch: kopf.Patch
+def _fail(
+    body: kopf.Body, old_status: dict[str, Any], reason: str, message: str, patch: kopf.Patch
 ) -> None:
-    """A spec the API server let through but that cannot run: Failed, with what to fix."""
+    """A run that cannot run (a spec the API server let through, a child it refuses): Failed,
+    with what to fix."""
     if old_status.get("phase") == Phase.FAILED.value:
         return
-    message = str(error)
-    status = BatchPredictionStatus(phase=Phase.FAILED, message=message)
+    now = datetime.now(UTC)
+    failed = Condition(
+        type=ConditionType.FAILED.value,
+        status=ConditionStatus.TRUE,
+        reason=reason,
+        message=message,
+        last_transition_time=now,
+    )
+    status = BatchPredictionStatus(
+        phase=Phase.FAILED, message=message, completion_time=now, conditions=[failed]
+    )
     patch.status.update(status.model_dump(mode="json", by_alias=True, exclude_none=True))
-    kopf.event(body, type="Warning", reason="InvalidSpec", message=message)
+    kopf.event(body, type="Warning", reason=reason, message=message)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -12,6 +13,13 @@ from batchpredict.api.v1alpha1.report import REPORT_PLURAL
 
 CONFLICT = 409
 NOT_FOUND = 404
+# The API server refuses the object itself (invalid, or denied by an admission policy): trying
+# again cannot help.
+REFUSED = frozenset({400, 422})
+
+
+class RefusedError(Exception):
+    """The API server refused to create a child; the message says why, in its words."""
 
 
 async def create_if_absent(create: Any, *args: Any) -> bool:
@@ -28,7 +36,22 @@ async def create_if_absent(create: Any, *args: Any) -> bool:
 
 async def create_job(api: client.ApiClient, job: dict[str, Any]) -> bool:
     batch = client.BatchV1Api(api)
-    return await create_if_absent(batch.create_namespaced_job, job["metadata"]["namespace"], job)
+    try:
+        return await create_if_absent(
+            batch.create_namespaced_job, job["metadata"]["namespace"], job
+        )
+    except ApiException as error:
+        if error.status in REFUSED:
+            detail = _status_message(error)
+            raise RefusedError(f"Job {job['metadata']['name']}: {detail}") from None
+        raise
+
+
+def _status_message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except ValueError:
+        return str(error.reason)
 
 
 async def ensure_worker_access(

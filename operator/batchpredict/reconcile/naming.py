@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from batchpredict.names import fit, run_suffixed
+from batchpredict.names import MAX_JOB_NAME, fit, run_suffixed
 
 MANAGED_BY = "batchpredict"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -36,11 +36,12 @@ class Role(StrEnum):
 def job_name(bp_name: str, run_uid: str, role: Role, round_: int = 0) -> str:
     """Deterministic Job names from (run UID, round, role): a second create of the same step
     fails with 409 and never doubles it, and no two runs can ever want the same name."""
+    suffix = role.value
     if role is Role.SHARDS:
-        return run_suffixed(bp_name, run_uid, f"r{round_}")
-    if role is Role.FINALIZE and round_ > 0:
-        return run_suffixed(bp_name, run_uid, f"finalize-r{round_}")  # after a manual retry
-    return run_suffixed(bp_name, run_uid, role.value)
+        suffix = f"r{round_}"
+    elif role is Role.FINALIZE and round_ > 0:
+        suffix = f"finalize-r{round_}"  # after a retry round
+    return run_suffixed(bp_name, run_uid, suffix, MAX_JOB_NAME)
 
 
 def child_labels(bp_name: str, run_uid: str, role: Role, round_: int = 0) -> dict[str, str]:
