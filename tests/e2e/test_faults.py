@@ -91,7 +91,6 @@ def test_triton_down_during_the_retry_backoff_is_waited_out(
         flag.write_text(str(time.time() + 3600))
         spec = {
             "model": {"name": "flaky"},
-            "triton": {"url": triton.grpc_url},
             "retry": {"requestAttempts": 1, "maxRounds": 2, "backoff": FAST_RETRY},
             "stallTimeoutSeconds": 120,
         }
@@ -132,7 +131,6 @@ def test_triton_that_never_comes_back_ends_the_run_with_its_reason(
         flag.write_text(str(time.time() + 3600))
         spec = {
             "model": {"name": "flaky"},
-            "triton": {"url": triton.grpc_url},
             "retry": {"requestAttempts": 1, "maxRounds": 1, "backoff": FAST_RETRY},
             "failurePolicy": {"maxFailedPercent": 5},
             "stallTimeoutSeconds": 10,
@@ -144,7 +142,7 @@ def test_triton_that_never_comes_back_ends_the_run_with_its_reason(
             cluster, name="gone", namespace=namespace, phases=TERMINAL, operator=operator_process
         )["status"]
     assert status["phase"] == "Failed", status.get("message")
-    assert condition(status, "Failed")["reason"] == "TritonUnavailable"
+    assert condition(status, "Failed")["reason"] == "TritonUnavailable", json.dumps(status)
     assert triton.grpc_url in status["message"]
     assert_run_truth(cluster, "gone", namespace, output, 200)
 
@@ -160,7 +158,6 @@ def test_triton_restarted_in_the_middle_of_a_round(
     with own_triton(tmp_path / "triton", "slow") as triton:
         spec = {
             **SLOW,
-            "triton": {"url": triton.grpc_url},
             "worker": {"env": [{"name": "BATCHPREDICT_CHUNK_ITEMS", "value": "40"}]},
             "retry": {"requestAttempts": 2, "maxRounds": 3, "backoff": FAST_RETRY},
         }

@@ -77,20 +77,20 @@ async def wait_for_model(
     pause = WAIT_FIRST
     while True:
         try:
-            await client.wait_live(min(10.0, max(deadline - time.monotonic(), 0.1)))
+            await client.wait_live(min(5.0, max(deadline - time.monotonic(), 0.1)))
             info = await client.model_info(spec.model.name, spec.model.version)
         except ModelUnavailableError as error:
             if error.reason == exit_codes.REASON_MODEL_NOT_FOUND:
                 raise
+            message = f"waiting for {client.describe()}: {error}"
+            if on_wait is not None:  # said even when giving up now: the last report keeps it
+                on_wait(exit_codes.REASON_TRITON_UNAVAILABLE, message)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TritonUnavailableError(
                     f"{error} (waited {env.triton_wait:g}s: spec.stallTimeoutSeconds)"
                 ) from None
-            message = f"waiting for {client.describe()}: {error}"
             log.warning("%s; trying again in %.0fs", message, min(pause, left))
-            if on_wait is not None:
-                on_wait(exit_codes.REASON_TRITON_UNAVAILABLE, message)
             await asyncio.sleep(min(pause * (0.5 + random.random()), left))  # noqa: S311
             pause = min(pause * 2, WAIT_LONGEST)
             continue
