@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from tests.harness import kubelet_server
 from tests.harness.kubeclient import ApiError, KubeClient
 from tests.harness.pod_runner import PodRunner, now
@@ -131,7 +133,7 @@ class NodeAgent:
                             f"/api/v1/nodes/{node['name']}/status",
                             {"status": self._node_status(node)},
                         )
-                except (ApiError, OSError) as err:
+                except (ApiError, OSError, aiohttp.ClientError) as err:
                     log.warning("heartbeat of %s failed: %s", node["name"], err)
             if asyncio.get_running_loop().time() - last_status > STATUS_EVERY:
                 last_status = asyncio.get_running_loop().time()
@@ -174,7 +176,9 @@ class NodeAgent:
                         await self._observe(pod)
                     elif kind == "ERROR":
                         break
-            except (TimeoutError, ApiError, OSError, ValueError) as err:
+            except (TimeoutError, ApiError, OSError, ValueError, aiohttp.ClientError) as err:
+                # A restarted API server drops the stream (ServerDisconnectedError, a
+                # ClientError but no OSError): list and watch again, as a kubelet does.
                 log.warning("pod watch on %s restarts: %s", node, err)
                 await asyncio.sleep(1)
 

@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
+
 from tests.harness import podenv, probes
 from tests.harness.kubeclient import ApiError, KubeClient
 
 MAX_BACKOFF = 10.0
+# Tries to write a pod's status before giving up (about 5 minutes at MAX_BACKOFF).
+STATUS_ATTEMPTS = 35
 
 
 def now() -> str:
@@ -401,10 +405,24 @@ class PodRunner:
                 "initContainerStatuses": [c.status() for c in self.containers if c.kind != "app"],
                 "containerStatuses": [c.status() for c in self.containers if c.kind == "app"],
             }
+            await self._write_status(status)
+
+    async def _write_status(self, status: dict[str, Any]) -> None:
+        """Like a kubelet, keep trying while the API server is away (restarts, overload)."""
+        delay = 0.5
+        for _ in range(STATUS_ATTEMPTS):
             try:
                 self.pod = await self.node.client.merge_patch(
                     self.path + "/status", {"status": status}
                 )
             except ApiError as err:
-                if err.status != 404:
+                if err.status == 404:
+                    return
+                if err.status < 500 and err.status != 429:
                     raise
+            except (OSError, aiohttp.ClientError):  # refused, reset, disconnected
+                pass
+            else:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
