@@ -222,16 +222,6 @@ def dataset(tmp_path: Path) -> Path:
     return write_items(tmp_path / "items.jsonl", list(range(3000)))
 
 
-def output_ids(output: Path, pattern: str) -> list[str]:
-    """Item ids in the JSONL files under `output` matching `pattern`."""
-    return [
-        json.loads(line)["id"]
-        for path in sorted(output.rglob(pattern))
-        for line in path.read_text().splitlines()
-        if line.strip()
-    ]
-
-
 def batch_prediction(
     name: str, triton: TritonHandle, dataset: Path, output: Path, **spec: Any
 ) -> dict[str, Any]:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from tests.e2e.conftest import (
     OperatorProcess,
+    assert_run_truth,
     batch_prediction,
+    child_job,
     get_bp,
-    output_ids,
 )
 from tests.harness.fixtures import Cluster
 from tests.harness.triton_server import TritonHandle
@@ -80,8 +81,7 @@ def test_a_run_succeeds_with_live_progress(
     assert conditions["Failed"] == "False"
     cluster.kubectl("wait", "--for=condition=Complete", "bp/score", "-n", namespace, "--timeout=5s")
 
-    predicted = output_ids(output / "rounds", "predictions-*.jsonl")
-    assert sorted(predicted) == sorted(f"item-{n}" for n in range(3000)), "each item once"
+    assert_run_truth(cluster, "score", namespace, output, 3000)
     manifest = json.loads((output / "manifest.json").read_text())
     assert status["output"]["manifest"] == f"{output}/manifest.json"
     assert manifest
@@ -100,7 +100,5 @@ def test_a_run_succeeds_with_live_progress(
     assert "batchpredict_reconcile_duration_seconds_count" in metrics
     jobs = cluster.get("jobs", namespace=namespace)["items"]
     assert sorted(j["metadata"]["name"] for j in jobs) == [
-        "score-finalize",
-        "score-plan",
-        "score-r0",
+        child_job(cluster, "score", namespace, step) for step in ("finalize", "plan", "r0")
     ]
