@@ -21,7 +21,7 @@ from tests.harness.served import install_crds, kubectl_retrying
 pytestmark = pytest.mark.cluster
 
 # Bounded: at least MIN_RESTARTS, then more until BUDGET_S is spent, at most MAX_RESTARTS.
-MIN_RESTARTS, MAX_RESTARTS, BUDGET_S = 3, 10, 60.0
+MIN_RESTARTS, MAX_RESTARTS, BUDGET_S = 3, 8, 40.0
 
 
 @pytest.fixture

@@ -154,7 +154,8 @@ class LocalCluster:
                 raise ClusterError(f"no cluster in {self.state_dir} to restart")
             pid = procs.pid_from_file(self.state_dir / "pids" / "kube-apiserver.pid")
             if pid is not None and procs.carries_marker(pid, self.state_dir):
-                procs.stop([pid])
+                # Its graceful shutdown can take 15 s here; past 3 s it is killed, as in a crash.
+                procs.stop([pid], grace=3.0)
             apiserver = self._spawn(
                 "kube-apiserver", build_binaries(), apiserver_args(self.pki, self.ports())
             )

@@ -7,7 +7,8 @@ moment discovery may not list the resource, lists answer 429 while the watch cac
 creates answer 503 `Resource kind ... not found` from the MutatingAdmissionPolicy plugin (the
 started-by policy), which learns CRD schemas by polling /openapi/v3 every 5 s
 (k8s.io/apiserver admission/plugin/policy/mutating/patch/typeconverter.go).
-`wait_until_served` waits out the first three; `kubectl_retrying` rides out the last.
+`wait_until_served` waits until none of these happens any more (a server-side dry-run create
+passes admission); `kubectl_retrying` rides out any that come back later.
 
     install_crds(cluster.kubectl, REPO / "crds")           # apply, then wait until served
     kubectl_retrying(cluster.kubectl, "apply", "-f", "-", stdin=text, what="bp/x")
@@ -59,6 +60,8 @@ class ServedResource:
     group: str
     version: str
     plural: str
+    kind: str
+    namespaced: bool = True
 
     @property
     def path(self) -> str:
@@ -71,7 +74,13 @@ class ServedResource:
 def crd_resources(manifests: Iterable[dict[str, Any]]) -> list[ServedResource]:
     """The served resources of the CustomResourceDefinitions among `manifests`."""
     return [
-        ServedResource(doc["spec"]["group"], version["name"], doc["spec"]["names"]["plural"])
+        ServedResource(
+            doc["spec"]["group"],
+            version["name"],
+            doc["spec"]["names"]["plural"],
+            doc["spec"]["names"]["kind"],
+            doc["spec"].get("scope", "Namespaced") == "Namespaced",
+        )
         for doc in manifests
         if doc and doc.get("kind") == "CustomResourceDefinition"
         for version in doc["spec"]["versions"]
@@ -124,7 +133,8 @@ def _not_served_because(
     kubectl: Kubectl, resource: ServedResource, openapi: Collection[str]
 ) -> str | None:
     """Why `resource` is not served yet, or None when discovery lists it, a list of it
-    answers and the OpenAPI document (what admission policies type objects by) has it."""
+    answers, the OpenAPI document (what admission policies type objects by) has it and a
+    dry-run create passes admission."""
     found = kubectl("get", "--raw", resource.path, check=False, timeout=15)
     if found.returncode != 0:
         return f"discovery of {resource.path}: {found.stderr.strip()}"
@@ -136,6 +146,26 @@ def _not_served_because(
         return f"listing {resource.plural}: {listed.stderr.strip()}"
     if resource.path.lstrip("/") not in openapi:
         return f"/openapi/v3 does not list {resource.path}"
+    return _refuses_creates(kubectl, resource)
+
+
+def _refuses_creates(kubectl: Kubectl, resource: ServedResource) -> str | None:
+    """Why a server-side dry-run create is refused (503 from admission), or None. The probe
+    has no spec: refused as invalid, it has passed admission, which is what this checks."""
+    meta = {"name": "served-probe"} | ({"namespace": "default"} if resource.namespaced else {})
+    probe = {"apiVersion": f"{resource.group}/{resource.version}", "kind": resource.kind}
+    created = kubectl(
+        "create",
+        "--dry-run=server",
+        "-f",
+        "-",
+        stdin=json.dumps(probe | {"metadata": meta}),
+        check=False,
+    )
+    if created.returncode != 0 and (
+        is_transient(created.stderr) or "no matches for kind" in created.stderr
+    ):
+        return f"a create of {resource.kind} is refused: {created.stderr.strip()}"
     return None
 
 

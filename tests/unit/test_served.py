@@ -64,6 +64,15 @@ def test_refusals_past_the_deadline_name_the_resource() -> None:
 
 def test_the_served_resources_of_the_chart_crds() -> None:
     resources = crd_resources(read_manifests(REPO / "charts" / "batchpredict" / "crds"))
-    assert ServedResource("batchpredict.io", "v1alpha1", "batchpredictions") in resources
-    assert ServedResource("batchpredict.io", "v1alpha1", "batchpredictionshards") in resources
+    assert (
+        ServedResource("batchpredict.io", "v1alpha1", "batchpredictions", "BatchPrediction")
+        in resources
+    )
+    assert (
+        ServedResource(
+            "batchpredict.io", "v1alpha1", "batchpredictionshards", "BatchPredictionShard"
+        )
+        in resources
+    )
     assert {r.group for r in resources} == {"batchpredict.io", "kopf.dev"}
+    assert {r.kind for r in resources if not r.namespaced} == {"ClusterKopfPeering"}
