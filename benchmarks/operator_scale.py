@@ -186,7 +186,7 @@ def run(cluster: Cluster, work: Path, runs: int, shards: int) -> None:
     assert operator.process is not None
     started = time.time()
     manifests = [bp_manifest(f"bench-{i:03d}", shards) for i in range(runs)]
-    cluster.kubectl("apply", "-n", "bench", "-f", "-", stdin=yaml.safe_dump_all(manifests))
+    cluster.apply(yaml.safe_dump_all(manifests), "bench")
 
     bps = wait_for(cluster, lambda items: all(_phase(b) == "Running" for b in items), 600)
     jobs = cluster.get("jobs", namespace="bench")["items"]

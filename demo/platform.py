@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 from tests.chart.helm import CHART, build_helm
+from tests.harness import served
 from tests.harness.cluster import LocalCluster
 from tests.harness.fixtures import kubectl_binary
 from tests.harness.triton_server import TritonHandle, start_triton
@@ -135,10 +136,9 @@ OPERATOR_NAME = operator_name()
 
 
 def install_crds(kube: Kube) -> None:
-    """The chart's CRDs, applied first so a re-run gets updated ones (helm skips existing)."""
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    for crd in ("batchpredictions.batchpredict.io", "batchpredictionshards.batchpredict.io"):
-        kube.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    """The chart's CRDs, applied first so a re-run gets updated ones (helm skips existing),
+    and served: on a cluster just started, Established alone is not enough."""
+    served.install_crds(kube.kubectl, CHART / "crds")
 
 
 def install_operator(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tests.harness.served import kubectl_retrying
 
 from demo.platform import OPERATOR_NAME, OPERATOR_NAMESPACE, DemoError, Kube
 
@@ -39,7 +40,13 @@ def apply_run(kube: Kube, namespace: str, body: dict[str, Any]) -> str:
         "delete", "bp", name, "-n", namespace, "--ignore-not-found", "--wait=true", timeout=120
     )
     shutil.rmtree(body["spec"]["output"]["uri"], ignore_errors=True)
-    kube.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))
+    # Retried through the moment after a cluster start when the API server still answers 503.
+    applied = kubectl_retrying(
+        kube.kubectl, "apply", "-n", namespace, "-f", "-",
+        stdin=json.dumps(body), what=f"BatchPrediction {namespace}/{name}",
+    )  # fmt: skip
+    if applied.returncode != 0:
+        raise DemoError(f"kubectl apply of bp/{name} failed: {applied.stderr.strip()}")
     return name
 
 

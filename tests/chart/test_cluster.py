@@ -19,6 +19,7 @@ import yaml
 
 from tests.chart.helm import CHART, FULL_VALUES, Helm, parse
 from tests.harness.fixtures import Cluster
+from tests.harness.served import crd_resources, install_crds, wait_until_served
 from tests.harness.triton_server import TritonHandle
 
 pytestmark = pytest.mark.chart
@@ -69,10 +70,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def chart_crds(cluster: Cluster) -> Cluster:
     """The chart's CRDs, as `helm install` would create them (it skips those that exist)."""
-    cluster.kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
+    install_crds(cluster.kubectl, CHART / "crds")
     cluster.apply(SERVICE_MONITOR_CRD)
-    for crd in (*CHART_CRDS, "servicemonitors.monitoring.coreos.com"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    wait_until_served(cluster.kubectl, crd_resources([SERVICE_MONITOR_CRD]))
     return cluster
 
 

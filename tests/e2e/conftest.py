@@ -21,6 +21,7 @@ import yaml
 
 from tests.e2e.invariant import assert_each_item_once, assert_run_truth
 from tests.harness.fixtures import Cluster
+from tests.harness.served import install_crds
 from tests.harness.triton_server import TritonHandle
 
 __all__ = ["assert_each_item_once", "assert_run_truth"]  # every e2e run ends with these
@@ -103,37 +104,7 @@ class OperatorProcess:
 
 @pytest.fixture(scope="session")
 def installed_crds(cluster: Cluster) -> Cluster:
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    # Established is not yet served for writes, and the API server rebuilds a CRD's handler
-    # as its status settles: wait until dry-run creates keep going through.
-    probe = json.dumps(
-        {
-            "apiVersion": "batchpredict.io/v1alpha1",
-            "kind": "BatchPrediction",
-            "metadata": {"name": "probe", "namespace": "default"},
-            "spec": {
-                "model": {"name": "m"},
-                "input": {"uri": "/x", "format": "jsonl"},
-                "output": {"uri": "/y"},
-            },
-        }
-    )
-
-    def served() -> bool:
-        for _ in range(3):
-            result = cluster.kubectl(
-                "create", "--dry-run=server", "-f", "-", stdin=probe, check=False
-            )
-            if result.returncode != 0:
-                return False
-            time.sleep(1)
-        return True
-
-    cluster.wait_for(served, "the BatchPrediction kind served for writes", timeout=90)
-    cluster.wait_for(
-        lambda: cluster.kubectl("get", "batchpredictionshards", "-A", check=False).returncode == 0,
-        "the BatchPredictionShard kind served",
-    )
+    install_crds(cluster.kubectl, REPO / "crds")
     cluster.apply(WORKER_CLUSTER_ROLE)
     cluster.kubectl("apply", "-f", str(REPO / "deploy" / "started-by-policy.yaml"))
     return cluster

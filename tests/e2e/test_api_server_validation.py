@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.harness.fixtures import Cluster
+from tests.harness.served import kubectl_retrying
 
 VALID: dict[str, Any] = {
     "apiVersion": "batchpredict.io/v1alpha1",
@@ -25,9 +26,11 @@ VALID: dict[str, Any] = {
 
 
 def create(cluster: Cluster, body: dict[str, Any], namespace: str) -> str:
-    result = cluster.kubectl(
-        "create", "-n", namespace, "-f", "-", stdin=json.dumps(body), check=False
-    )
+    """kubectl create's error, "" when it succeeded (past the API server's 503s of a start)."""
+    result = kubectl_retrying(
+        cluster.kubectl, "create", "-n", namespace, "-f", "-",
+        stdin=json.dumps(body), what="BatchPrediction check",
+    )  # fmt: skip
     return result.stderr if result.returncode else ""
 
 

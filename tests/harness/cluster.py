@@ -146,6 +146,21 @@ class LocalCluster:
                 shutil.rmtree(self.state_dir)
         return stopped
 
+    def restart_apiserver(self) -> None:
+        """Stop the API server and start it again on its port, over the kept etcd data and
+        certificates: to clients, a control-plane restart. Returns once /readyz says ok."""
+        with procs.locked(self._lock):
+            if not (self.state_dir / "ports.json").exists():
+                raise ClusterError(f"no cluster in {self.state_dir} to restart")
+            pid = procs.pid_from_file(self.state_dir / "pids" / "kube-apiserver.pid")
+            if pid is not None and procs.carries_marker(pid, self.state_dir):
+                # Its graceful shutdown can take 15 s here; past 3 s it is killed, as in a crash.
+                procs.stop([pid], grace=3.0)
+            apiserver = self._spawn(
+                "kube-apiserver", build_binaries(), apiserver_args(self.pki, self.ports())
+            )
+            self._wait("kube-apiserver", apiserver, self._api_ready)
+
     # -- internals -----------------------------------------------------------------------
     def _start(self, bin_dir: Path) -> None:
         started = time.monotonic()

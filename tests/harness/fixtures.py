@@ -36,6 +36,7 @@ import pytest
 from tests.harness import procs
 from tests.harness.cluster import REPO, LocalCluster, build_binaries, cache_bin_dir
 from tests.harness.procs import ClusterError
+from tests.harness.served import kubectl_retrying
 
 T = TypeVar("T")
 STATE_ROOT = REPO / ".cluster"
@@ -92,8 +93,14 @@ class Cluster:
         return json.loads(result.stdout)
 
     def apply(self, manifest: dict[str, Any] | str, namespace: str | None = None) -> None:
+        """`kubectl apply`, retried while the API server answers 503/429 (right after a
+        start, see tests.harness.served); raises with kubectl's stderr when it fails."""
         text = manifest if isinstance(manifest, str) else json.dumps(manifest)
-        self.kubectl("apply", *(["-n", namespace] if namespace else []), "-f", "-", stdin=text)
+        what = "manifests" if isinstance(manifest, str) else _describe(manifest)
+        args = ["apply", *(["-n", namespace] if namespace else []), "-f", "-"]
+        result = kubectl_retrying(self.kubectl, *args, stdin=text, what=what)
+        if result.returncode != 0:
+            raise AssertionError(f"kubectl apply of {what} failed: {result.stderr.strip()}")
 
     @staticmethod
     def wait_for(
@@ -125,6 +132,10 @@ class Cluster:
             return obj if obj is not None and until(obj) else None
 
         return self.wait_for(check, f"{kind}/{name}: {what}", timeout)
+
+
+def _describe(manifest: dict[str, Any]) -> str:
+    return f"{manifest.get('kind')} {manifest.get('metadata', {}).get('name')}"
 
 
 def kubectl_binary() -> str:
