@@ -1,5 +1,5 @@
-"""Fault injection for the e2e fault suite: a Triton of a test's own that can be stopped and
-started again on the same ports, an API server restart, reports refused by admission."""
+"""Fault injection for the e2e fault suite: an API server that goes away and comes back, and
+reports the API server refuses (the restartable Triton is in tests/harness/triton_server.py)."""
 
 from __future__ import annotations
 
@@ -9,35 +9,21 @@ from typing import Any
 import pytest
 
 from tests.harness import procs
-from tests.harness.cluster import LocalCluster, cache_bin_dir
-from tests.harness.components import apiserver_args
+from tests.harness.cluster import LocalCluster
 from tests.harness.fixtures import Cluster
 
 
-def local_cluster(cluster: Cluster) -> LocalCluster:
+def restart_apiserver(cluster: Cluster, down_seconds: float = 3.0) -> None:
+    """Stop kube-apiserver, keep it down for `down_seconds` (clients see connection refused),
+    start it again over the kept state and wait until it is ready."""
     if cluster.state_dir is None:
         pytest.skip("restarts the local control plane's API server (not a KUBECONFIG cluster)")
-    return LocalCluster(cluster.state_dir)
-
-
-def restart_apiserver(cluster: Cluster, down_seconds: float = 3.0) -> None:
-    """Stop kube-apiserver (SIGTERM, as a rolling control-plane update does), keep it down for
-    `down_seconds`, start it again with the same flags and wait until it is ready."""
-    local = local_cluster(cluster)
+    local = LocalCluster(cluster.state_dir)
     pid = procs.pid_from_file(local.state_dir / "pids" / "kube-apiserver.pid")
-    assert pid is not None, "no kube-apiserver pid file"
-    procs.stop([pid])
+    if pid is not None:
+        procs.stop([pid], grace=3.0)
     time.sleep(down_seconds)
-    argv = [str(cache_bin_dir() / "kube-apiserver"), *apiserver_args(local.pki, local.ports())]
-    procs.spawn("kube-apiserver", argv, local.state_dir)
-
-    def ready() -> bool:
-        try:
-            return bool(local.api_get("/readyz") == "ok")
-        except Exception:  # noqa: BLE001 (not up yet)
-            return False
-
-    cluster.wait_for(ready, "kube-apiserver ready again", timeout=90)
+    local.restart_apiserver()
 
 
 def refuse_reports(namespace: str) -> list[dict[str, Any]]:
