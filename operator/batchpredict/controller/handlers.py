@@ -27,6 +27,7 @@ from batchpredict.incluster import (
     api_client,
     api_server_url,
     in_cluster,
+    listen_address,
     service_account_ca,
     service_account_token,
 )
@@ -37,6 +38,7 @@ from batchpredict.reconcile.patching import merge_patch
 from batchpredict.reconcile.pods import WORKER_CONTAINER
 from batchpredict.reconcile.policy import admitted_runs
 from batchpredict.reconcile.run import reconcile_run
+from batchpredict.reconcile.tenancy import policy_violations
 
 RunKey = tuple[str, str]  # (namespace, BatchPrediction uid)
 MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
@@ -79,7 +81,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # No cap on kopf's per-object workers: with a cap below the number of runs, the workers
     # that wait for the indexes to fill starve the ones that would fill them (found at 100 runs).
     if config.metrics_port:
-        start_http_server(config.metrics_port)
+        start_http_server(config.metrics_port, addr=listen_address())
 
 
 @kopf.on.cleanup()
@@ -173,7 +175,12 @@ async def reconcile(
     try:
         bp = parse_batch_prediction(dict(body))
     except InvalidSpecError as error:
-        _reject(body, old_status, error, patch)
+        _reject(body, old_status, "InvalidSpec", str(error), patch)
+        return
+    refused = policy_violations(bp.spec, memo.config)
+    if refused:  # checked on every pass: a changed spec cannot slip past it mid-run
+        message = "refused by the operator's policy: " + "; ".join(refused)
+        _reject(body, old_status, "PolicyViolation", message, patch)
         return
     indexes = {name: kwargs[name] for name in INDEXES}  # kopf passes indexes by name
     observed = observe((namespace or "", uid), indexes)
@@ -228,15 +235,17 @@ async def _perform(bp: BatchPrediction, decision: Decision, memo: kopf.Memo, log
 
 
 def _reject(
-    body: kopf.Body, old_status: dict[str, Any], error: InvalidSpecError, patch: kopf.Patch
+    body: kopf.Body, old_status: dict[str, Any], reason: str, message: str, patch: kopf.Patch
 ) -> None:
-    """A spec the API server let through but that cannot run: Failed, with what to fix."""
+    """A spec the API server let through but that cannot run (or may not, by the operator's
+    policy): Failed, with what to fix, before anything is created."""
     if old_status.get("phase") == Phase.FAILED.value:
         return
-    message = str(error)
-    status = BatchPredictionStatus(phase=Phase.FAILED, message=message)
+    status = BatchPredictionStatus(
+        phase=Phase.FAILED, message=message, started_by=old_status.get("startedBy")
+    )
     patch.status.update(status.model_dump(mode="json", by_alias=True, exclude_none=True))
-    kopf.event(body, type="Warning", reason="InvalidSpec", message=message)
+    kopf.event(body, type="Warning", reason=reason, message=message)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

@@ -23,7 +23,6 @@ from batchpredict.reconcile.jobs import Owner, build_step_job, build_worker_job
 from batchpredict.reconcile.naming import (
     ANNOTATION_CANCEL,
     ANNOTATION_RETRY,
-    ANNOTATION_STARTED_BY,
     Role,
 )
 from batchpredict.reconcile.observed import JobState, Observed
@@ -35,6 +34,7 @@ from batchpredict.reconcile.progress import (
     eta,
     percent,
 )
+from batchpredict.reconcile.tenancy import started_by
 
 MODEL_REASONS = {"ModelNotFound", "ModelNotReady"}
 # How long a completed plan Job may go without its pod's result showing in the pod index.
@@ -62,7 +62,11 @@ class _Run:
             update={
                 "observed_generation": self.generation,
                 "message": None,
-                "started_by": self.annotations.get(ANNOTATION_STARTED_BY),
+                "started_by": started_by(
+                    self.previous.started_by,
+                    self.annotations,
+                    verified=config.started_by_verified,
+                ),
             }
         )
         self.decision = Decision(status=self.status)
