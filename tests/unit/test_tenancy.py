@@ -3,6 +3,9 @@ the rule, and status.startedBy is recorded once from the guarded annotation."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +15,8 @@ from batchpredict.controller.config import OperatorConfig, TenancyPolicy
 from batchpredict.reconcile.jobs import build_step_job, build_worker_job
 from batchpredict.reconcile.naming import Role
 from batchpredict.reconcile.tenancy import policy_violations, started_by
+from batchpredict.worker.config import CannotStartError, load_env
+from batchpredict.worker.plan import run_plan
 from tests.unit.test_jobs import CONFIG, OWNER, SPEC
 
 
@@ -135,3 +140,16 @@ def test_started_by_is_kept_once_recorded_and_trusted_only_when_verified() -> No
     assert started_by(None, note, verified=False) == "alice (unverified)"
     assert started_by("bob", note, verified=True) == "bob"
     assert started_by(None, {}, verified=True) is None
+
+
+def test_the_plan_refuses_an_output_location_holding_foreign_files(tmp_path: Path) -> None:
+    """A run never overwrites files it did not write: the plan refuses before anything else."""
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "predictions.jsonl").write_text("someone else's\n")
+    spec = {**SPEC, "input": {"uri": str(tmp_path / "in.jsonl"), "format": "jsonl"}}
+    env = load_env({"BATCHPREDICT_SPEC": json.dumps({**spec, "output": {"uri": str(output)}})})
+    with pytest.raises(CannotStartError, match=r"spec.output.uri: .* is not empty") as error:
+        asyncio.run(run_plan(env))
+    assert "predictions.jsonl" in str(error.value)
+    assert (output / "predictions.jsonl").read_text() == "someone else's\n"
