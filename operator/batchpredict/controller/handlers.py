@@ -19,7 +19,12 @@ from prometheus_client import start_http_server
 from batchpredict import metrics
 from batchpredict.api.v1alpha1 import GROUP, PLURAL, VERSION, BatchPrediction
 from batchpredict.api.v1alpha1.report import REPORT_PLURAL, BatchPredictionShard
-from batchpredict.api.v1alpha1.status import BatchPredictionStatus, Phase
+from batchpredict.api.v1alpha1.status import (
+    BatchPredictionStatus,
+    ConditionStatus,
+    ConditionType,
+    Phase,
+)
 from batchpredict.api.validation import InvalidSpecError, parse_batch_prediction
 from batchpredict.controller import kube
 from batchpredict.controller.config import OperatorConfig, load_config
@@ -31,6 +36,7 @@ from batchpredict.incluster import (
     service_account_ca,
     service_account_token,
 )
+from batchpredict.reconcile.conditions import set_condition
 from batchpredict.reconcile.decision import Decision
 from batchpredict.reconcile.naming import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_RUN, MANAGED_BY, Role
 from batchpredict.reconcile.observed import JobState, Observed, StepOutcome
@@ -241,8 +247,20 @@ def _reject(
     policy): Failed, with what to fix, before anything is created."""
     if old_status.get("phase") == Phase.FAILED.value:
         return
+    failed = set_condition(
+        [],
+        ConditionType.FAILED,
+        ConditionStatus.TRUE,
+        reason,
+        message,
+        now=datetime.now(UTC),
+        generation=body.get("metadata", {}).get("generation"),
+    )
     status = BatchPredictionStatus(
-        phase=Phase.FAILED, message=message, started_by=old_status.get("startedBy")
+        phase=Phase.FAILED,
+        message=message,
+        started_by=old_status.get("startedBy"),
+        conditions=failed,
     )
     patch.status.update(status.model_dump(mode="json", by_alias=True, exclude_none=True))
     kopf.event(body, type="Warning", reason=reason, message=message)
