@@ -24,6 +24,7 @@ from tests.harness.triton_server import TritonHandle
 pytestmark = pytest.mark.chart
 
 MAP = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
+VAP = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
 CHART_CRDS = (
     "batchpredictions.batchpredict.io",
     "batchpredictionshards.batchpredict.io",
@@ -81,7 +82,11 @@ def served_extras(cluster: Cluster) -> tuple[str, ...]:
     resources = cluster.kubectl(
         "api-resources", "--api-group=admissionregistration.k8s.io", "-o", "name"
     ).stdout.split()
-    return (MAP,) if "mutatingadmissionpolicies.admissionregistration.k8s.io" in resources else ()
+    kinds = {
+        "mutatingadmissionpolicies.admissionregistration.k8s.io": MAP,
+        "validatingadmissionpolicies.admissionregistration.k8s.io": VAP,
+    }
+    return tuple(api for name, api in kinds.items() if name in resources)
 
 
 def test_server_dry_run_accepts_default_and_full_values(
@@ -100,8 +105,10 @@ def test_server_dry_run_accepts_default_and_full_values(
         )
         accepted = result.stdout.count("(server dry run)")
         assert accepted == len(objects), (files, sets, result.stdout)
-    if extras:
+    if MAP in extras:
         assert "mutatingadmissionpolicy" in result.stdout
+    if VAP in extras:  # its CEL compiled by the API server
+        assert "validatingadmissionpolicy" in result.stdout
 
 
 # -- install, upgrade, uninstall ---------------------------------------------------------------
@@ -161,7 +168,8 @@ def _released(cluster: Cluster, release: str, namespace: str) -> list[str]:
     names = cluster.kubectl("get", kinds, "-n", namespace, "-l", selector, "-o", "name").stdout
     cluster_kinds = (
         "clusterroles,clusterrolebindings,mutatingadmissionpolicies,"
-        "mutatingadmissionpolicybindings,poddisruptionbudgets,clusterkopfpeerings"
+        "mutatingadmissionpolicybindings,validatingadmissionpolicies,"
+        "validatingadmissionpolicybindings,poddisruptionbudgets,clusterkopfpeerings"
     )
     names += cluster.kubectl(
         "get", cluster_kinds, "-A", "-l", selector, "-o", "name", check=False
@@ -241,6 +249,8 @@ def test_install_serves_a_run_then_upgrade_and_uninstall_leave_only_crds_and_out
     assert status["phase"] == "Succeeded", status
     assert status["items"]["succeeded"] == 200
     assert status["items"]["failed"] == 0
+    # The chart's admission policies guard the annotation, so STARTED BY is trusted as is.
+    assert status.get("startedBy") and "unverified" not in status["startedBy"], status
     predicted = [
         json.loads(line)["id"]
         for path in sorted(output.rglob("predictions-*.jsonl"))

@@ -37,7 +37,10 @@ class TenancyPolicy(_Config):
     checks): the platform team's limits, enforced by the operator before it creates anything."""
 
     allowed_images: list[str] = Field(
-        default_factory=lambda: ["nvcr.io/nvidia/tritonserver:", "nvcr.io/nvidia/tritonserver@"],
+        default_factory=lambda: [
+            "nvcr.io/nvidia/tritonserver:",
+            "nvcr.io/nvidia/tritonserver@sha256:",
+        ],
         description="Image prefixes spec.worker.image and spec.triton.sidecar.image may start "
         "with (`registry/repo:` for tags, `registry/repo@sha256:` for digests); the operator's "
         "worker image is always allowed.",
