@@ -399,7 +399,7 @@ def test_tenancy_policy_is_the_deploy_manifest_and_follows_the_values(helm: Helm
     variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
     assert yaml.safe_load(variables["allowedImages"]) == config.policy.allowed_images
     assert yaml.safe_load(variables["allowedVolumeTypes"]) == config.policy.allowed_volume_types
-    assert f"i != '{config.worker_image}'" in variables["badImages"]
+    assert f"&& i != '{config.worker_image}'" in variables["badImages"]
     messages = " ".join(v["messageExpression"] for v in policy["spec"]["validations"][:-1])
     for field in (
         "spec.triton.tls.secretName",
