@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.chart.helm import CHART, FULL_VALUES, Helm, parse
+from tests.harness.components import audit_log
 from tests.harness.fixtures import Cluster
 from tests.harness.triton_server import TritonHandle
 
@@ -316,6 +317,24 @@ def test_install_serves_a_run_then_upgrade_and_uninstall_leave_only_crds_and_out
     cluster.apply(bp, namespace)
     assert _wait_for_phase(cluster, "second", namespace, release)["phase"] == "Succeeded"
 
+    # Least privilege, measured: what the operator's and the workers' ServiceAccounts did on
+    # the API server (its audit log) is exactly what the chart grants them, but for what only
+    # a TTL deletion or a suspend exercises. `bind` is checked on a RoleBinding's create.
+    if cluster.state_dir is not None:
+        role = cluster.get("role", f"{fullname}-operator", namespace)
+        granted = {r for r in rules_of(role) if r[1] != "kopfpeerings"}
+        used, refused = audited(cluster.state_dir, f"system:serviceaccount:{namespace}:{fullname}")
+        assert not refused, f"the operator was refused: {sorted(refused)}"
+        cluster_rules = rules_of(cluster.get("clusterrole", f"{fullname}-operator-cluster"))
+        namespaced_use = used - cluster_rules
+        assert namespaced_use <= granted, sorted(namespaced_use - granted)
+        assert granted - namespaced_use == OPERATOR_UNEXERCISED, sorted(granted - namespaced_use)
+        worker_used, worker_refused = audited(
+            cluster.state_dir, f"system:serviceaccount:{namespace}:{worker_sa}"
+        )
+        assert worker_used == rules_of(cluster.get("clusterrole", f"{fullname}-worker"))
+        assert not worker_refused, sorted(worker_refused)
+
     # Uninstall: nothing of the release is left; the CRDs (and so the runs) and outputs are.
     helm.run("uninstall", release, "--namespace", namespace, "--wait", env=cluster.env())
     cluster.wait_for(
@@ -341,6 +360,48 @@ def test_install_serves_a_run_then_upgrade_and_uninstall_leave_only_crds_and_out
     )
     assert revoked.stdout.strip().startswith("no"), revoked.stdout
     print(f"helm install --wait took {install_s:.1f} s")
+
+
+# Granted to the operator and used only by paths this test does not take: deleting a run after
+# ttlSecondsAfterFinished, patching a Job's suspend/parallelism, and `bind` (an authorization
+# check on the RoleBinding's create, not a request of its own).
+OPERATOR_UNEXERCISED = {
+    ("batchpredict.io", "batchpredictions", "delete"),
+    ("batch", "jobs", "patch"),
+    ("rbac.authorization.k8s.io", "clusterroles", "bind"),
+}
+
+
+def rules_of(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def audited(
+    state_dir: Path, user: str
+) -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str, int]]]:
+    """(group, resource[/subresource], verb) of `user`'s requests in the API server's audit log:
+    those allowed, and those refused with 403."""
+    used: set[tuple[str, str, str]] = set()
+    refused: set[tuple[str, str, str, int]] = set()
+    for line in audit_log(state_dir).read_text().splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef")
+        if event["user"]["username"] != user or not ref:
+            continue
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        key = (ref.get("apiGroup", ""), resource, event["verb"])
+        code = event.get("responseStatus", {}).get("code", 200)
+        if code == 403:
+            refused.add((*key, code))
+        else:
+            used.add(key)
+    return used, refused
 
 
 def _pod_names(cluster: Cluster, namespace: str, release: str) -> list[str]:
