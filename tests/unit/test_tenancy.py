@@ -15,7 +15,7 @@ from batchpredict.controller.config import OperatorConfig, TenancyPolicy
 from batchpredict.reconcile.jobs import build_step_job, build_worker_job
 from batchpredict.reconcile.naming import Role
 from batchpredict.reconcile.tenancy import policy_violations, started_by
-from batchpredict.worker.config import CannotStartError, load_env
+from batchpredict.worker.config import CannotStartError, load_env, make_client
 from batchpredict.worker.plan import run_plan
 from tests.unit.test_jobs import CONFIG, OWNER, SPEC
 
@@ -153,3 +153,22 @@ def test_the_plan_refuses_an_output_location_holding_foreign_files(tmp_path: Pat
         asyncio.run(run_plan(env))
     assert "predictions.jsonl" in str(error.value)
     assert (output / "predictions.jsonl").read_text() == "someone else's\n"
+
+
+def test_the_worker_never_sends_headers_in_clear_text(tmp_path: Path) -> None:
+    """Header files the run did not ask for over TLS (say, a volume mounted where the operator
+    mounts headersSecret) stop the worker instead of going to the server in clear text."""
+    headers = tmp_path / "headers"
+    headers.mkdir()
+    (headers / "authorization").write_text("Bearer secret")
+    env = {"BATCHPREDICT_SPEC": json.dumps(SPEC), "BATCHPREDICT_HEADERS_DIR": str(headers)}
+    with pytest.raises(CannotStartError, match=r"triton\.headersSecret needs TLS"):
+        make_client(load_env(env))
+    opt_out = {**SPEC, "triton": {"url": "triton:8001", "allowHeadersWithoutTls": True}}
+
+    async def headers_sent() -> dict[str, str] | None:
+        client = make_client(load_env({**env, "BATCHPREDICT_SPEC": json.dumps(opt_out)}))
+        await client.close()
+        return client.headers
+
+    assert asyncio.run(headers_sent()) == {"authorization": "Bearer secret"}
