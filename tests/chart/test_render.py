@@ -173,6 +173,7 @@ def test_full_values_config_reaches_the_operator(helm: Helm) -> None:
     assert config.policy.require_image_digest is True
     assert config.policy.allowed_volume_types == ["persistentVolumeClaim", "configMap", "emptyDir"]
     assert config.policy.allowed_service_accounts == ["s3-reader"]
+    assert config.policy.allowed_priority_classes == ["batch-low"]
     assert config.policy.allowed_preprocess_modules == ["acme_prep"]
     assert config.worker_command == ["batchpredict-worker", "--log-json"]
     assert config.image_pull_policy == "IfNotPresent"

@@ -70,6 +70,15 @@ def test_service_accounts_are_the_workers_or_listed_ones() -> None:
     assert violations(anyone, worker={"serviceAccountName": "namespace-admin"}) == []
 
 
+def test_priority_classes_only_when_listed() -> None:
+    (problem,) = violations(worker={"priorityClassName": "system-cluster-critical"})
+    assert problem.startswith("spec.worker.priorityClassName: system-cluster-critical is not")
+    listed = CONFIG.model_copy(
+        update={"policy": TenancyPolicy(allowed_priority_classes=["batch-low"])}
+    )
+    assert violations(listed, worker={"priorityClassName": "batch-low"}) == []
+
+
 def test_preprocess_functions_only_from_allowed_modules() -> None:
     popen = {**SPEC["input"], "preprocess": {"function": "subprocess:Popen"}}
     (problem,) = violations(input=popen)

@@ -66,6 +66,11 @@ class TenancyPolicy(_Config):
         description="ServiceAccounts spec.worker.serviceAccountName may name, besides the "
         "operator's worker account; null allows any the author may impersonate.",
     )
+    allowed_priority_classes: list[str] | None = Field(
+        default_factory=list,
+        description="PriorityClasses spec.worker.priorityClassName may name (a high one preempts "
+        "other teams' pods); null allows any.",
+    )
     allowed_preprocess_modules: list[str] = Field(
         default_factory=list,
         description="Modules (and their submodules) spec.input.preprocess.function may come "

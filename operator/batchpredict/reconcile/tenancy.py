@@ -44,6 +44,17 @@ def policy_violations(spec: BatchPredictionSpec, config: OperatorConfig) -> list
             f"spec.worker.serviceAccountName: {account} is not allowed (operator policy "
             f"allowedServiceAccounts: {[config.worker_service_account, *allowed_accounts]})"
         )
+    priority = spec.worker.priority_class_name
+    allowed_priorities = policy.allowed_priority_classes
+    if (
+        priority is not None
+        and allowed_priorities is not None
+        and priority not in allowed_priorities
+    ):
+        problems.append(
+            f"spec.worker.priorityClassName: {priority} is not allowed (operator policy "
+            f"allowedPriorityClasses: {allowed_priorities})"
+        )
     function = spec.input.preprocess.function if spec.input.preprocess else None
     if function is not None and not _module_allowed(function, policy.allowed_preprocess_modules):
         problems.append(
