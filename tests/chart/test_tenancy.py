@@ -47,10 +47,13 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
         {"triton": {"url": "triton.models:8001", "tls": {"secretName": SECRET}}},
         f"spec.triton.tls.secretName: {USER} may not get Secret {SECRET}",
     ),
-    ({"worker": {"env": [SECRET_ENV]}}, f"spec.worker.env: {USER} may not get Secret {SECRET}"),
+    (
+        {"worker": {"env": [SECRET_ENV]}},
+        f"spec.worker.env: {USER} may not get every Secret it names ({SECRET})",
+    ),
     (
         {"worker": {"volumes": [{"name": "creds", "secret": {"secretName": SECRET}}]}},
-        f"spec.worker.volumes: {USER} may not get the Secret of volume creds",
+        f"spec.worker.volumes: {USER} may not get every Secret that volumes creds name",
     ),
     (
         {
@@ -60,7 +63,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
                 ]
             }
         },
-        f"spec.worker.volumes: {USER} may not get the Secret of volume bundle",
+        f"spec.worker.volumes: {USER} may not get every Secret that volumes bundle name",
     ),
     (
         {"worker": {"serviceAccountName": ACCOUNT}},
@@ -81,12 +84,12 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     # The CRD's own rules (no admission policy needed).
     (
         {"worker": {"env": [{"name": "BATCHPREDICT_RUN_UID", "value": "another-run"}]}},
-        'spec.worker.env[0]: Invalid value: "object": names starting with BATCHPREDICT_ are '
+        "spec.worker.env[0]: Invalid value: names starting with BATCHPREDICT_ are "
         "the operator's own",
     ),
     (
         {"triton": {"url": "evil.example:8001", "headersSecret": SECRET}},
-        'spec.triton: Invalid value: "object": triton.headersSecret needs TLS',
+        "spec.triton: Invalid value: triton.headersSecret needs TLS",
     ),
 ]
 
@@ -227,7 +230,8 @@ def test_an_author_cannot_name_what_they_may_not_use_themselves(
     cluster: Cluster, tenant: str
 ) -> None:
     for n, (spec, message) in enumerate(REFUSED):
-        refused = create(f"refused-{n}", tenant, **spec)(cluster)
+        # Older API servers say `Invalid value: "object": ` for a CEL rule of an object.
+        refused = create(f"refused-{n}", tenant, **spec)(cluster).replace('"object": ', "")
         assert message in refused, (spec, refused)
         assert cluster.get("batchpredictions.batchpredict.io", f"refused-{n}", tenant) is None
     # Once the user may read the Secret and impersonate the ServiceAccount, the same runs are
