@@ -332,7 +332,12 @@ def test_install_serves_a_run_then_upgrade_and_uninstall_leave_only_crds_and_out
         worker_used, worker_refused = audited(
             cluster.state_dir, f"system:serviceaccount:{namespace}:{worker_sa}"
         )
-        assert worker_used == rules_of(cluster.get("clusterrole", f"{fullname}-worker"))
+        worker_granted = rules_of(cluster.get("clusterrole", f"{fullname}-worker"))
+        assert worker_used <= worker_granted, sorted(worker_used - worker_granted)
+        # `patch` is each later progress write of a shard: these shards end before their first.
+        assert worker_granted - worker_used <= {
+            ("batchpredict.io", "batchpredictionshards", "patch")
+        }
         assert not worker_refused, sorted(worker_refused)
 
     # Uninstall: nothing of the release is left; the CRDs (and so the runs) and outputs are.
