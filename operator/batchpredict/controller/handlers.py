@@ -183,15 +183,18 @@ async def reconcile(
     except InvalidSpecError as error:
         _reject(body, old_status, "InvalidSpec", str(error), patch)
         return
-    refused = policy_violations(bp.spec, memo.config)
-    if refused:  # checked on every pass: a changed spec cannot slip past it mid-run
-        message = "refused by the operator's policy: " + "; ".join(refused)
-        _reject(body, old_status, "PolicyViolation", message, patch)
-        return
     indexes = {name: kwargs[name] for name in INDEXES}  # kopf passes indexes by name
     observed = observe((namespace or "", uid), indexes)
     admitted = is_admitted(uid, list(kwargs["runs"].get(None, [])), memo)
     decision = reconcile_run(bp, observed, memo.config, admitted=admitted)
+    # Checked whenever the run would create a Job (plan, each round, finalize, a manual retry),
+    # so a spec changed mid-run cannot slip past it; a finished run is left as it ended. No Job
+    # of the run is running then: each step starts after the one before has finished.
+    refused = policy_violations(bp.spec, memo.config) if decision.create else []
+    if refused:
+        message = "refused by the operator's policy: " + "; ".join(refused)
+        _reject(body, old_status, "PolicyViolation", message, patch)
+        return
     await _perform(bp, decision, memo, logger)
     if decision.delete_self:
         return
