@@ -29,6 +29,12 @@ def in_pod(path: str, environ: Mapping[str, str] | None = None) -> Path:
     return Path(root.rstrip("/") + path) if root else Path(path)
 
 
+def listen_address() -> str:
+    """Where the operator's metrics and liveness endpoints listen: the pod's IP ($POD_IP, from
+    the downward API), else loopback; never every interface."""
+    return os.environ.get("POD_IP") or "127.0.0.1"
+
+
 def in_cluster() -> bool:
     """Running in a pod (and not pointed at a cluster by an explicit kubeconfig)."""
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not os.environ.get("KUBECONFIG")

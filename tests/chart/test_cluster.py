@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.chart.helm import CHART, FULL_VALUES, Helm, parse
+from tests.harness.components import audit_log
 from tests.harness.fixtures import Cluster
 from tests.harness.served import crd_resources, install_crds, wait_until_served
 from tests.harness.triton_server import TritonHandle
@@ -25,6 +26,7 @@ from tests.harness.triton_server import TritonHandle
 pytestmark = pytest.mark.chart
 
 MAP = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
+VAP = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
 CHART_CRDS = (
     "batchpredictions.batchpredict.io",
     "batchpredictionshards.batchpredict.io",
@@ -81,7 +83,11 @@ def served_extras(cluster: Cluster) -> tuple[str, ...]:
     resources = cluster.kubectl(
         "api-resources", "--api-group=admissionregistration.k8s.io", "-o", "name"
     ).stdout.split()
-    return (MAP,) if "mutatingadmissionpolicies.admissionregistration.k8s.io" in resources else ()
+    kinds = {
+        "mutatingadmissionpolicies.admissionregistration.k8s.io": MAP,
+        "validatingadmissionpolicies.admissionregistration.k8s.io": VAP,
+    }
+    return tuple(api for name, api in kinds.items() if name in resources)
 
 
 def test_server_dry_run_accepts_default_and_full_values(
@@ -100,8 +106,10 @@ def test_server_dry_run_accepts_default_and_full_values(
         )
         accepted = result.stdout.count("(server dry run)")
         assert accepted == len(objects), (files, sets, result.stdout)
-    if extras:
+    if MAP in extras:
         assert "mutatingadmissionpolicy" in result.stdout
+    if VAP in extras:  # its CEL compiled by the API server
+        assert "validatingadmissionpolicy" in result.stdout
 
 
 # -- install, upgrade, uninstall ---------------------------------------------------------------
@@ -161,7 +169,8 @@ def _released(cluster: Cluster, release: str, namespace: str) -> list[str]:
     names = cluster.kubectl("get", kinds, "-n", namespace, "-l", selector, "-o", "name").stdout
     cluster_kinds = (
         "clusterroles,clusterrolebindings,mutatingadmissionpolicies,"
-        "mutatingadmissionpolicybindings,poddisruptionbudgets,clusterkopfpeerings"
+        "mutatingadmissionpolicybindings,validatingadmissionpolicies,"
+        "validatingadmissionpolicybindings,poddisruptionbudgets,clusterkopfpeerings"
     )
     names += cluster.kubectl(
         "get", cluster_kinds, "-A", "-l", selector, "-o", "name", check=False
@@ -241,6 +250,8 @@ def test_install_serves_a_run_then_upgrade_and_uninstall_leave_only_crds_and_out
     assert status["phase"] == "Succeeded", status
     assert status["items"]["succeeded"] == 200
     assert status["items"]["failed"] == 0
+    # The chart's admission policies guard the annotation, so STARTED BY is trusted as is.
+    assert status.get("startedBy") and "unverified" not in status["startedBy"], status
     predicted = [
         json.loads(line)["id"]
         for path in sorted(output.rglob("predictions-*.jsonl"))
@@ -308,6 +319,29 @@ def test_install_serves_a_run_then_upgrade_and_uninstall_leave_only_crds_and_out
     cluster.apply(bp, namespace)
     assert _wait_for_phase(cluster, "second", namespace, release)["phase"] == "Succeeded"
 
+    # Least privilege, measured: what the operator's and the workers' ServiceAccounts did on
+    # the API server (its audit log) is exactly what the chart grants them, but for what only
+    # a TTL deletion or a suspend exercises. `bind` is checked on a RoleBinding's create.
+    if cluster.state_dir is not None:
+        role = cluster.get("role", f"{fullname}-operator", namespace)
+        granted = {r for r in rules_of(role) if r[1] != "kopfpeerings"}
+        used, refused = audited(cluster.state_dir, f"system:serviceaccount:{namespace}:{fullname}")
+        assert not refused, f"the operator was refused: {sorted(refused)}"
+        cluster_rules = rules_of(cluster.get("clusterrole", f"{fullname}-operator-cluster"))
+        namespaced_use = used - cluster_rules
+        assert namespaced_use <= granted, sorted(namespaced_use - granted)
+        assert granted - namespaced_use == OPERATOR_UNEXERCISED, sorted(granted - namespaced_use)
+        worker_used, worker_refused = audited(
+            cluster.state_dir, f"system:serviceaccount:{namespace}:{worker_sa}"
+        )
+        worker_granted = rules_of(cluster.get("clusterrole", f"{fullname}-worker"))
+        assert worker_used <= worker_granted, sorted(worker_used - worker_granted)
+        # `patch` is each later progress write of a shard: these shards end before their first.
+        assert worker_granted - worker_used <= {
+            ("batchpredict.io", "batchpredictionshards", "patch")
+        }
+        assert not worker_refused, sorted(worker_refused)
+
     # Uninstall: nothing of the release is left; the CRDs (and so the runs) and outputs are.
     helm.run("uninstall", release, "--namespace", namespace, "--wait", env=cluster.env())
     cluster.wait_for(
@@ -333,6 +367,48 @@ def test_install_serves_a_run_then_upgrade_and_uninstall_leave_only_crds_and_out
     )
     assert revoked.stdout.strip().startswith("no"), revoked.stdout
     print(f"helm install --wait took {install_s:.1f} s")
+
+
+# Granted to the operator and used only by paths this test does not take: deleting a run after
+# ttlSecondsAfterFinished, patching a Job's suspend/parallelism, and `bind` (an authorization
+# check on the RoleBinding's create, not a request of its own).
+OPERATOR_UNEXERCISED = {
+    ("batchpredict.io", "batchpredictions", "delete"),
+    ("batch", "jobs", "patch"),
+    ("rbac.authorization.k8s.io", "clusterroles", "bind"),
+}
+
+
+def rules_of(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def audited(
+    state_dir: Path, user: str
+) -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str, int]]]:
+    """(group, resource[/subresource], verb) of `user`'s requests in the API server's audit log:
+    those allowed, and those refused with 403."""
+    used: set[tuple[str, str, str]] = set()
+    refused: set[tuple[str, str, str, int]] = set()
+    for line in audit_log(state_dir).read_text().splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef")
+        if event["user"]["username"] != user or not ref:
+            continue
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        key = (ref.get("apiGroup", ""), resource, event["verb"])
+        code = event.get("responseStatus", {}).get("code", 200)
+        if code == 403:
+            refused.add((*key, code))
+        else:
+            used.add(key)
+    return used, refused
 
 
 def _pod_names(cluster: Cluster, namespace: str, release: str) -> list[str]:

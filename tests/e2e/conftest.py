@@ -37,7 +37,7 @@ WORKER_CLUSTER_ROLE = {
         {
             "apiGroups": ["batchpredict.io"],
             "resources": ["batchpredictionshards"],
-            "verbs": ["get", "create", "patch", "update"],
+            "verbs": ["create", "patch"],
         }
     ],
 }

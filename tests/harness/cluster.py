@@ -188,7 +188,9 @@ class LocalCluster:
 
         etcd = self._spawn("etcd", bin_dir, etcd_args(self.state_dir, ports))
         self._wait("etcd", etcd, lambda: self._http_ok(f"http://127.0.0.1:{ports.etcd}/health"))
-        apiserver = self._spawn("kube-apiserver", bin_dir, apiserver_args(self.pki, ports))
+        apiserver = self._spawn(
+            "kube-apiserver", bin_dir, apiserver_args(self.pki, ports, self.state_dir)
+        )
         self._wait("kube-apiserver", apiserver, self._api_ready)
         kcm = self._spawn(
             "kube-controller-manager",

@@ -221,6 +221,11 @@ def test_kueue_runs_are_queued_until_their_job_is_unsuspended() -> None:
     assert admitted.status.phase is Phase.RUNNING
 
 
-def test_started_by_comes_from_the_admission_annotation() -> None:
-    d = with_annotations(step(None), {"batchpredict.io/started-by": "alice@example.com"})
-    assert d.status.started_by == "alice@example.com"
+def test_started_by_is_recorded_once_and_unverified_without_the_admission_policy() -> None:
+    alice = {"batchpredict.io/started-by": "alice@example.com"}
+    d = with_annotations(step(None), alice)
+    assert d.status.started_by == "alice@example.com (unverified)"
+    # An annotation rewritten later (`kubectl annotate --overwrite`) never changes the record.
+    later = with_annotations(d, {"batchpredict.io/started-by": "mallory"})
+    assert later.status.started_by == "alice@example.com (unverified)"
+    assert with_annotations(step(None), {}).status.started_by is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,13 @@ from PIL import Image
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from batchpredict.api.v1alpha1.data import ImagePreprocess, Preprocess
+from batchpredict.api.v1alpha1.data import ImagePreprocess, InputSpec, Preprocess
 from batchpredict.api.v1alpha1.serving import ModelRef, Postprocess
-from batchpredict.io.readers import ItemBatch
+from batchpredict.io.readers import ItemBatch, open_dataset
 from batchpredict.triton.client import ModelInfo, TensorMeta, encode_request
 from batchpredict.triton.errors import classify
 from batchpredict.triton.tensors import (
+    ITEM_FIELD,
     InputBinding,
     MappingError,
     OutputBinding,
@@ -216,3 +218,26 @@ def test_only_a_wrong_output_location_stops_the_plan_for_good(
     error: OSError, location_is_wrong: bool
 ) -> None:
     assert cannot_write_there(error) is location_is_wrong
+
+
+def test_a_row_cannot_name_a_file_for_the_worker_to_read(tmp_path: Path) -> None:
+    """Data never decides what the worker fetches: `_uri` or `$source` in a row opens nothing;
+    a `files` item's bytes come from the file the reader listed under the dataset root."""
+    token = tmp_path / "token"
+    token.write_text("SECRET-TOKEN")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        json.dumps({"_uri": str(token), "$source": str(token), "path": str(token)}) + "\n"
+    )
+    binding = [InputBinding("b", ITEM_FIELD, "BYTES", (1,))]
+    pre = Preprocessor(binding, None, [], batch_size=8)
+    (batch,) = open_dataset(InputSpec(uri=str(rows), format="jsonl")).iter_items()
+    prepared = pre.prepare(batch)
+    assert prepared.errors == {0: ("MALFORMED_ITEM", "field '$item' is missing")}
+    assert not prepared.requests
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.bin").write_bytes(b"listed")
+    (batch,) = open_dataset(InputSpec(uri=str(images), format="files")).iter_items()
+    (request,) = pre.prepare(batch).requests
+    assert request.tensors["b"].ravel().tolist() == [b"listed"]

@@ -70,7 +70,9 @@ app.kubernetes.io/part-of: batchpredict
 {{- end }}
 
 {{- define "batchpredict.workerImage" -}}
-{{- if or .Values.worker.image.repository .Values.worker.image.tag }}
+{{- if .Values.worker.image.digest }}
+{{- printf "%s@%s" (default .Values.image.repository .Values.worker.image.repository) .Values.worker.image.digest }}
+{{- else if or .Values.worker.image.repository .Values.worker.image.tag }}
 {{- $repo := default .Values.image.repository .Values.worker.image.repository }}
 {{- printf "%s:%s" $repo (default (default .Chart.AppVersion .Values.image.tag) .Values.worker.image.tag) }}
 {{- else }}
@@ -93,6 +95,8 @@ Optional keys are left out when unset so the operator's defaults apply.
   "statusIntervalSeconds" .Values.statusIntervalSeconds
   "failedItemsLimit" .Values.failedItemsLimit
   "metricsPort" .Values.metrics.port
+  "policy" .Values.policy
+  "startedByVerified" (include "batchpredict.admissionPolicy" . | eq "true")
 }}
 {{- if .Values.defaultTritonUrl }}
 {{- $_ := set $c "defaultTritonUrl" .Values.defaultTritonUrl }}
@@ -101,4 +105,9 @@ Optional keys are left out when unset so the operator's defaults apply.
 {{- $_ := set $c "maxRunning" .Values.maxRunning }}
 {{- end }}
 {{- toYaml $c }}
+{{- end }}
+
+{{/* "true" when the chart installs the tenancy ValidatingAdmissionPolicy (the API is served). */}}
+{{- define "batchpredict.admissionPolicy" -}}
+{{- and .Values.admissionPolicy.enabled (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") }}
 {{- end }}

@@ -5,34 +5,39 @@ namespaced (Role per watched namespace) modes. No wildcards: every verb is one t
 
 {{/* Application: what batchpredict itself reads and writes in the watched namespaces. */}}
 {{- define "batchpredict.rbac.applicationRules" -}}
-# The runs: watched (kopf), patched for finalizers/annotations, and deleted once
-# spec.ttlSecondsAfterFinished has passed (their Jobs and pods follow by owner reference).
+# The runs: watched (kopf lists and watches), patched (kopf's bookkeeping annotations), and
+# deleted once spec.ttlSecondsAfterFinished has passed (their Jobs and pods follow by owner
+# reference). Never `get` (the watch has them) nor `update` (every write is a patch).
 - apiGroups: ["batchpredict.io"]
   resources: ["batchpredictions"]
-  verbs: ["get", "list", "watch", "patch", "update", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
+# Status is computed and written as a patch of the status subresource.
 - apiGroups: ["batchpredict.io"]
   resources: ["batchpredictions/status"]
-  verbs: ["get", "patch", "update"]
-# Progress reports the workers write; the operator reads them and cleans them up.
+  verbs: ["patch"]
+# Progress reports the workers write: the operator reads them (an index of a watch) and
+# deletes a finished run's once its counts are in the run's status.
 - apiGroups: ["batchpredict.io"]
   resources: ["batchpredictionshards"]
-  verbs: ["get", "list", "watch", "delete"]
-# The plan, shard and finalize Indexed Jobs of each run (owned by the BatchPrediction).
+  verbs: ["list", "watch", "delete"]
+# The plan, shard and finalize Jobs of each run (owned by the BatchPrediction, so they go with
+# it: the operator never deletes one); patched for suspend and parallelism.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch"]
 # Worker pods: their phases, exit codes and termination messages feed the status.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-# The worker ServiceAccount the operator creates in a run's namespace...
+  verbs: ["list", "watch"]
+# The worker ServiceAccount the operator creates in a run's namespace (a create that finds it
+# there is fine: no `get`)...
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["get", "create"]
+  verbs: ["create"]
 # ...and binds to the worker ClusterRole there (a RoleBinding).
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["rolebindings"]
-  verbs: ["get", "create"]
+  verbs: ["create"]
 # Binding a ClusterRole needs `bind` on it (or every permission it grants): this one only.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["clusterroles"]
@@ -42,13 +47,10 @@ namespaced (Role per watched namespace) modes. No wildcards: every verb is one t
 
 {{/* Framework: what kopf needs in the watched namespaces. */}}
 {{- define "batchpredict.rbac.frameworkRules" -}}
-# Events kopf and the operator post about each run (both Event APIs).
+# Events kopf and the operator post about each run (kopf creates core v1 Events).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/* Framework, cluster-scoped reads: kopf discovers CRDs and (namespaced mode) namespaces. */}}
@@ -56,9 +58,9 @@ namespaced (Role per watched namespace) modes. No wildcards: every verb is one t
 # kopf waits for the CRDs it serves and notices when they change.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # kopf resolves the namespaces it serves (it falls back to assuming they exist, with a warning).
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- end }}

@@ -32,6 +32,52 @@ class NodePool(_Config):
     )
 
 
+class TenancyPolicy(_Config):
+    """What a BatchPrediction may ask for, beyond its author's own rights (which admission
+    checks): the platform team's limits, enforced by the operator before it creates anything."""
+
+    allowed_images: list[str] = Field(
+        default_factory=lambda: [
+            "nvcr.io/nvidia/tritonserver:",
+            "nvcr.io/nvidia/tritonserver@sha256:",
+        ],
+        description="Image prefixes spec.worker.image and spec.triton.sidecar.image may start "
+        "with (`registry/repo:` for tags, `registry/repo@sha256:` for digests); the operator's "
+        "worker image is always allowed.",
+    )
+    require_image_digest: bool = Field(
+        default=False, description="Images a run names must be pinned by digest (@sha256:)."
+    )
+    allowed_volume_types: list[str] = Field(
+        default_factory=lambda: [
+            "persistentVolumeClaim",
+            "configMap",
+            "secret",
+            "emptyDir",
+            "projected",
+            "downwardAPI",
+            "csi",
+            "ephemeral",
+        ],
+        description="Volume sources spec.worker.volumes may use (no hostPath unless listed).",
+    )
+    allowed_service_accounts: list[str] | None = Field(
+        default_factory=list,
+        description="ServiceAccounts spec.worker.serviceAccountName may name, besides the "
+        "operator's worker account; null allows any the author may impersonate.",
+    )
+    allowed_priority_classes: list[str] | None = Field(
+        default_factory=list,
+        description="PriorityClasses spec.worker.priorityClassName may name (a high one preempts "
+        "other teams' pods); null allows any.",
+    )
+    allowed_preprocess_modules: list[str] = Field(
+        default_factory=list,
+        description="Modules (and their submodules) spec.input.preprocess.function may come "
+        "from; empty allows no function.",
+    )
+
+
 class OperatorConfig(_Config):
     worker_image: str = Field(
         default="ghcr.io/batchpredict/batchpredict:0.1.0",
@@ -68,6 +114,13 @@ class OperatorConfig(_Config):
         default=20, ge=0, description="How many failed items status.failedItems lists."
     )
     metrics_port: int = Field(default=8080, ge=0, le=65535)
+    policy: TenancyPolicy = Field(default_factory=TenancyPolicy)
+    started_by_verified: bool = Field(
+        default=False,
+        description="The chart's admission policy guarantees the batchpredict.io/started-by "
+        "annotation (set from the requesting user on create, never changed); without it the "
+        "operator marks status.startedBy as unverified.",
+    )
 
 
 def load_config(path: str | None = None) -> OperatorConfig:

@@ -21,7 +21,6 @@ from batchpredict.api.v1alpha1 import GROUP, PLURAL, VERSION, BatchPrediction
 from batchpredict.api.v1alpha1.report import REPORT_PLURAL, BatchPredictionShard
 from batchpredict.api.v1alpha1.status import (
     BatchPredictionStatus,
-    Condition,
     ConditionStatus,
     ConditionType,
     Phase,
@@ -33,9 +32,11 @@ from batchpredict.incluster import (
     api_client,
     api_server_url,
     in_cluster,
+    listen_address,
     service_account_ca,
     service_account_token,
 )
+from batchpredict.reconcile.conditions import set_condition
 from batchpredict.reconcile.decision import Decision
 from batchpredict.reconcile.naming import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_RUN, MANAGED_BY
 from batchpredict.reconcile.observed import (
@@ -50,6 +51,7 @@ from batchpredict.reconcile.patching import merge_patch
 from batchpredict.reconcile.pods import WORKER_CONTAINER
 from batchpredict.reconcile.policy import admitted_runs
 from batchpredict.reconcile.run import reconcile_run
+from batchpredict.reconcile.tenancy import policy_violations
 
 RunKey = tuple[str, str]  # (namespace, BatchPrediction uid)
 MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
@@ -92,7 +94,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # No cap on kopf's per-object workers: with a cap below the number of runs, the workers
     # that wait for the indexes to fill starve the ones that would fill them (found at 100 runs).
     if config.metrics_port:
-        start_http_server(config.metrics_port)
+        start_http_server(config.metrics_port, addr=listen_address())
 
 
 @kopf.on.cleanup()
@@ -183,16 +185,24 @@ async def reconcile(
     try:
         bp = parse_batch_prediction(dict(body))
     except InvalidSpecError as error:
-        _fail(body, old_status, "InvalidSpec", str(error), patch)
+        _reject(body, old_status, "InvalidSpec", str(error), patch)
         return
     indexes = {name: kwargs[name] for name in INDEXES}  # kopf passes indexes by name
     observed = observe((namespace or "", uid), indexes)
     admitted = is_admitted(uid, list(kwargs["runs"].get(None, [])), memo)
     decision = reconcile_run(bp, observed, memo.config, admitted=admitted)
+    # Checked whenever the run would create a Job (plan, each round, finalize, a manual retry),
+    # so a spec changed mid-run cannot slip past it; a finished run is left as it ended. No Job
+    # of the run is running then: each step starts after the one before has finished.
+    refused = policy_violations(bp.spec, memo.config) if decision.create else []
+    if refused:
+        message = "refused by the operator's policy: " + "; ".join(refused)
+        _reject(body, old_status, "PolicyViolation", message, patch)
+        return
     try:
         await _perform(bp, decision, memo, logger)
     except kube.RefusedError as error:
-        _fail(body, old_status, "JobRefused", f"the API server refused {error}", patch)
+        _reject(body, old_status, "JobRefused", f"the API server refused {error}", patch)
         return
     if decision.delete_self:
         return
@@ -243,23 +253,29 @@ async def _perform(bp: BatchPrediction, decision: Decision, memo: kopf.Memo, log
         await kube.delete_batch_prediction(memo.api, namespace, name)
 
 
-def _fail(
+def _reject(
     body: kopf.Body, old_status: dict[str, Any], reason: str, message: str, patch: kopf.Patch
 ) -> None:
-    """A run that cannot run (a spec the API server let through, a child it refuses): Failed,
-    with what to fix."""
+    """A run that cannot run (a spec the API server let through, a Job it refuses) or may not
+    (the operator's policy): Failed, with what to fix."""
     if old_status.get("phase") == Phase.FAILED.value:
         return
     now = datetime.now(UTC)
-    failed = Condition(
-        type=ConditionType.FAILED.value,
-        status=ConditionStatus.TRUE,
-        reason=reason,
-        message=message,
-        last_transition_time=now,
+    failed = set_condition(
+        [],
+        ConditionType.FAILED,
+        ConditionStatus.TRUE,
+        reason,
+        message,
+        now=now,
+        generation=body.get("metadata", {}).get("generation"),
     )
     status = BatchPredictionStatus(
-        phase=Phase.FAILED, message=message, completion_time=now, conditions=[failed]
+        phase=Phase.FAILED,
+        message=message,
+        started_by=old_status.get("startedBy"),
+        completion_time=now,
+        conditions=failed,
     )
     patch.status.update(status.model_dump(mode="json", by_alias=True, exclude_none=True))
     kopf.event(body, type="Warning", reason=reason, message=message)

@@ -4,7 +4,9 @@
 
 Watches every namespace unless --namespace is given (repeatable). With --peering, replicas
 elect a leader through kopf peering (the chart sets it when replicas > 1); without it the
-operator runs standalone. Configuration comes from the YAML file named by $BATCHPREDICT_CONFIG.
+operator runs standalone. The liveness and metrics endpoints listen on $POD_IP (the chart sets
+it from the downward API), else on loopback: never on every interface. Configuration comes
+from the YAML file named by $BATCHPREDICT_CONFIG.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import kopf
 
 from batchpredict.controller import handlers  # noqa: F401 (the import registers the handlers)
+from batchpredict.incluster import listen_address
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,7 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
+    address = listen_address()
+    host = f"[{address}]" if ":" in address else address
+    liveness = f"http://{host}:{args.liveness_port}/healthz" if args.liveness_port else None
     asyncio.run(
         kopf.operator(
             registry=kopf.get_default_registry(),

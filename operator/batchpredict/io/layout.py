@@ -152,6 +152,14 @@ class OutputLayout:
     def exists(self, path: str) -> bool:
         return bool(self.fs.exists(path))
 
+    def foreign_entry(self) -> str | None:
+        """Something in the output location that no run of ours wrote (no plan.json beside
+        it), or None when the location is missing or empty."""
+        if not self.fs.exists(self.root) or not self.fs.isdir(self.root):
+            return None
+        entries = self.fs.ls(self.root, detail=False)
+        return self.url(str(entries[0])) if entries else None
+
     def committed_chunks(self, round_: int, shard: int) -> dict[int, str]:
         """Chunk number -> predictions file, for the chunks a previous attempt committed."""
         directory = self.shard_dir(round_, shard)

@@ -28,6 +28,10 @@ MALFORMED = "MALFORMED_ITEM"
 # The whole file's bytes, for `files` datasets (`$item` in tensor mappings).
 ITEM_FIELD = "$item"
 PATH_FIELD = "path"
+# Where a `files` item's bytes are: a FileRef the reader made from its own listing. Rows read from
+# data never hold one (JSON and CSV give strings, numbers, lists, dicts), so the data cannot
+# decide what the worker opens.
+SOURCE_FIELD = "$source"
 _SUFFIXES = {
     InputFormat.JSONL: (".jsonl", ".json", ".ndjson"),
     InputFormat.CSV: (".csv",),
@@ -58,6 +62,18 @@ class ItemBatch:
 
     def id_at(self, index: int) -> str:
         return str(self.ids[index].as_py())
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file of a `files` dataset, found by listing the dataset root."""
+
+    fs: Any
+    path: str
+
+    def read(self) -> bytes:
+        with self.fs.open(self.path, "rb") as handle:
+            return bytes(handle.read())
 
 
 class Dataset:
@@ -188,7 +204,7 @@ class Dataset:
     def _files(self) -> Iterator[tuple[int, str, dict[str, Any] | None, tuple[str, str] | None]]:
         for number, path in enumerate(self.files):
             rel = self.relative(path)
-            yield number, rel, {PATH_FIELD: rel, "_uri": path}, None
+            yield number, rel, {PATH_FIELD: rel, SOURCE_FIELD: FileRef(self.fs, path)}, None
 
     def _text_rows(
         self,

@@ -148,7 +148,9 @@ def build_pod_template(
     env: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The pod template of a plan, shard or finalize Job."""
-    secret_volumes, secret_mounts = triton_secret_mounts(spec)
+    # Only the steps that call Triton (plan checks the model, shards score) get its Secrets.
+    needs_server = role is not Role.FINALIZE
+    secret_volumes, secret_mounts = triton_secret_mounts(spec) if needs_server else ([], [])
     worker: dict[str, Any] = {
         "name": WORKER_CONTAINER,
         "image": spec.worker.image or config.worker_image,
@@ -181,7 +183,6 @@ def build_pod_template(
     }
     if spec.worker.priority_class_name:
         pod["priorityClassName"] = spec.worker.priority_class_name
-    needs_server = role is not Role.FINALIZE
     if needs_server and spec.triton is not None and spec.triton.sidecar is not None:
         pod["initContainers"] = [triton_sidecar(spec.triton.sidecar)]
     return {"metadata": {"labels": labels}, "spec": pod}

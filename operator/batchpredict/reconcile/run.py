@@ -25,7 +25,6 @@ from batchpredict.reconcile.jobs import ManualRetry, Owner, build_step_job, buil
 from batchpredict.reconcile.naming import (
     ANNOTATION_CANCEL,
     ANNOTATION_RETRY,
-    ANNOTATION_STARTED_BY,
     Role,
 )
 from batchpredict.reconcile.observed import JobState, Observed
@@ -41,6 +40,7 @@ from batchpredict.reconcile.progress import (
     final_progress,
     percent,
 )
+from batchpredict.reconcile.tenancy import started_by
 from batchpredict.worker.exit_codes import REASON_TRITON_UNAVAILABLE
 
 MODEL_REASONS = {"ModelNotFound", "ModelNotReady"}
@@ -69,7 +69,11 @@ class _Run:
             update={
                 "observed_generation": self.generation,
                 "message": None,
-                "started_by": self.annotations.get(ANNOTATION_STARTED_BY),
+                "started_by": started_by(
+                    self.previous.started_by,
+                    self.annotations,
+                    verified=config.started_by_verified,
+                ),
             }
         )
         self.decision = Decision(status=self.status)

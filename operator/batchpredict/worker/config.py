@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchpredict.api.v1alpha1.serving import TritonProtocol
+from batchpredict.api.v1alpha1.serving import HEADERS_NEED_TLS, TritonProtocol
 from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
 from batchpredict.api.validation import InvalidSpecError, parse_spec
 from batchpredict.incluster import TERMINATION_LOG, TRITON_HEADERS_DIR, TRITON_TLS_DIR, in_pod
@@ -136,6 +136,12 @@ def make_client(env: WorkerEnv) -> TritonClient:
             for p in sorted(env.headers_dir.iterdir())
             if p.is_file() and not p.name.startswith(".")
         }
+    clear_text_allowed = triton is not None and (
+        triton.allow_headers_without_tls or triton.sidecar is not None
+    )
+    if headers and tls is None and not clear_text_allowed:
+        # Auth headers never travel in clear text unless the run says so by name.
+        raise CannotStartError(exit_codes.REASON_INVALID_SPEC, HEADERS_NEED_TLS)
     timeout = triton.timeout_seconds if triton else 60.0
     return TritonClient(url, protocol, tls=tls, headers=headers, timeout=timeout)
 

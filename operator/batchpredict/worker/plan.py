@@ -19,6 +19,13 @@ async def run_plan(env: WorkerEnv) -> dict[str, Any]:
     layout = open_layout(env)
     if await asyncio.to_thread(layout.exists, layout.plan):
         check_run(await asyncio.to_thread(layout.read_json, layout.plan), env.run_uid, layout)
+    elif foreign := await asyncio.to_thread(layout.foreign_entry):
+        # A run never overwrites what it did not write: another run's or anyone's files.
+        raise CannotStartError(
+            exit_codes.REASON_INVALID_SPEC,
+            f"spec.output.uri: {layout.uri} is not empty and holds no run's plan.json "
+            f"(found {foreign}); use an empty or new output location",
+        )
     dataset = await load_dataset(env)
     setup = await setup_model(env, dataset)
     await setup.client.close()

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,7 +21,7 @@ from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
 from batchpredict.api.v1alpha1.data import ImagePreprocess, Preprocess
-from batchpredict.io.readers import MALFORMED, ItemBatch
+from batchpredict.io.readers import MALFORMED, SOURCE_FIELD, FileRef, ItemBatch
 from batchpredict.triton.tensors import ITEM_FIELD, InputBinding
 
 UNREADABLE = "UNREADABLE_ITEM"
@@ -191,14 +190,14 @@ class Preprocessor:
 
     def _transform(self, row: dict[str, Any]) -> dict[str, Any]:
         row = dict(row)
-        uri = row.pop("_uri", None)
-        if uri is not None:
+        source = row.pop(SOURCE_FIELD, None)
+        # Only a file the reader listed is opened: a row's own fields never name what to fetch.
+        if isinstance(source, FileRef):
             try:
-                with fsspec.open(uri, "rb") as handle:
-                    row[ITEM_FIELD] = handle.read()
+                row[ITEM_FIELD] = source.read()
             except OSError as error:
                 raise ItemError(
-                    UNREADABLE, f"cannot read {row.get('path', uri)}: {error}"
+                    UNREADABLE, f"cannot read {row.get('path', source.path)}: {error}"
                 ) from None
         if self.image is not None:
             row[ITEM_FIELD] = decode_image(row.get(ITEM_FIELD), self.image, row.get("path"))

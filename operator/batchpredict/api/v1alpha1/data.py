@@ -102,7 +102,8 @@ class OutputFormat(StrEnum):
 class OutputSpec(ApiModel):
     uri: str = Field(
         min_length=1,
-        description="Directory for predictions, failures and manifests (path, `s3://`, `gs://`).",
+        description="Directory for predictions, failures and manifests (path, `s3://`, `gs://`); "
+        "empty or new, or this run's own: the plan refuses a location holding other files.",
     )
     format: OutputFormat = Field(default=OutputFormat.JSONL, description="`jsonl` or `parquet`.")
     include_fields: list[str] = Field(

@@ -38,12 +38,38 @@ class Toleration(ApiModel):
     toleration_seconds: int | None = None
 
 
+# The worker's own contract (spec, run uid, round, report target, Secret directories) is set by
+# the operator; a run may only tune these.
+TUNABLE_WORKER_ENV = ("BATCHPREDICT_CHUNK_ITEMS", "BATCHPREDICT_TRITON_WAIT")
+RESERVED_ENV = (
+    "names starting with BATCHPREDICT_ are the operator's own (only "
+    + " and ".join(TUNABLE_WORKER_ENV)
+    + " may be set)"
+)
+
+
 class EnvVar(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": schema_extra(
+            cel(
+                "!self.name.startsWith('BATCHPREDICT_') || self.name in "
+                + str(list(TUNABLE_WORKER_ENV)),
+                RESERVED_ENV,
+            )
+        )
+    }
+
     name: str = Field(min_length=1, description="Environment variable name.")
     value: str | None = None
     value_from: OpaqueObject | None = Field(
         default=None, description="As in a Pod: secretKeyRef, configMapKeyRef, fieldRef."
     )
+
+    @model_validator(mode="after")
+    def _not_reserved(self) -> EnvVar:
+        if self.name.startswith("BATCHPREDICT_") and self.name not in TUNABLE_WORKER_ENV:
+            raise ValueError(f"{self.name}: {RESERVED_ENV}")
+        return self
 
 
 class ResourceRequirements(ApiModel):
@@ -73,7 +99,11 @@ class WorkerSpec(ApiModel):
         pattern=DNS_SUBDOMAIN,
         description="ServiceAccount the worker pods run as (it reads the data and Secrets).",
     )
-    env: list[EnvVar] | None = Field(default=None, description="Extra environment variables.")
+    env: list[EnvVar] | None = Field(
+        default=None,
+        description="Extra environment variables of every pod of the run (plan, shards, "
+        "finalize); BATCHPREDICT_* names are the operator's own.",
+    )
     volumes: list[OpaqueObject] | None = Field(
         default=None,
         description="Pod volumes, e.g. the PersistentVolumeClaim holding the dataset.",

@@ -128,6 +128,17 @@ class TritonProtocol(StrEnum):
     HTTP = "http"
 
 
+HEADERS_NEED_TLS = (
+    "triton.headersSecret needs TLS: a grpcs:// or https:// triton.url, or triton.tls; set "
+    "triton.allowHeadersWithoutTls: true only for a server on a network you trust"
+)
+HEADERS_NEED_TLS_RULE = (
+    "!has(self.headersSecret) || has(self.sidecar) || has(self.tls)"
+    " || (has(self.url) && (self.url.startsWith('grpcs://') || self.url.startsWith('https://')))"
+    " || (has(self.allowHeadersWithoutTls) && self.allowHeadersWithoutTls)"
+)
+
+
 class TritonSpec(ApiModel):
     """Where the model is served: an existing server, or a Triton sidecar in each worker pod."""
 
@@ -136,7 +147,14 @@ class TritonSpec(ApiModel):
             cel(
                 "has(self.url) != has(self.sidecar)",
                 "set exactly one of triton.url (an existing server) and triton.sidecar",
-            )
+            ),
+            cel(HEADERS_NEED_TLS_RULE, HEADERS_NEED_TLS),
+            cel(
+                "!has(self.headersSecret) || !has(self.tls) || !has(self.tls.insecureSkipVerify)"
+                " || !self.tls.insecureSkipVerify",
+                "triton.headersSecret cannot go with triton.tls.insecureSkipVerify: the headers "
+                "would go to any server that answers",
+            ),
         )
     }
 
@@ -155,6 +173,11 @@ class TritonSpec(ApiModel):
         pattern=DNS_SUBDOMAIN,
         description="Secret whose keys/values are sent as request headers (auth tokens).",
     )
+    allow_headers_without_tls: bool = Field(
+        default=False,
+        description="Send headersSecret's keys to a server reached without TLS (in clear text). "
+        "Off by default: headers (auth tokens) need a grpcs://, https:// or triton.tls server.",
+    )
     timeout_seconds: float = Field(
         default=60, gt=0, le=3600, description="Deadline of one inference request."
     )
@@ -168,7 +191,22 @@ class TritonSpec(ApiModel):
             raise ValueError(
                 "set exactly one of triton.url (an existing server) and triton.sidecar"
             )
+        if self.headers_secret and not self.allow_headers_without_tls and not self.secure():
+            raise ValueError(HEADERS_NEED_TLS)
+        if self.headers_secret and self.tls is not None and self.tls.insecure_skip_verify:
+            raise ValueError(
+                "triton.headersSecret cannot go with triton.tls.insecureSkipVerify: the headers "
+                "would go to any server that answers"
+            )
         return self
+
+    def secure(self) -> bool:
+        """The worker reaches the server over TLS (or it is the pod's own sidecar)."""
+        return (
+            self.sidecar is not None
+            or self.tls is not None
+            or (self.url or "").startswith(("grpcs://", "https://"))
+        )
 
     def resolved_protocol(self) -> TritonProtocol:
         """The protocol to speak: explicit, else from the URL scheme, else gRPC."""
