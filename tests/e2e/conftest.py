@@ -59,13 +59,14 @@ class OperatorProcess:
     metrics_port: int
     process: subprocess.Popen[bytes] | None = None
     base_config: dict[str, Any] = field(default_factory=dict)
+    args: tuple[str, ...] = ()  # more command-line arguments (--peering NAME)
 
     def start(self) -> None:
         env = {**self.cluster.env(), "BATCHPREDICT_CONFIG": str(self.config_path)}
         env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [str(VENV_BIN / "batchpredict-operator"), "--liveness-port", "0"],
+            [str(VENV_BIN / "batchpredict-operator"), "--liveness-port", "0", *self.args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

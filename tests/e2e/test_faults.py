@@ -11,12 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.e2e.conftest import (
+    REPO,
     SLOW,
     OperatorProcess,
     assert_run_truth,
     batch_prediction,
     child_job,
+    free_port,
     get_bp,
     wait_for_phase,
     wait_until,
@@ -47,9 +51,6 @@ def test_a_shard_broken_for_good_in_round_one_is_counted_not_succeeded(
 ) -> None:
     dataset = write_items(tmp_path / "items.jsonl", [float(n) for n in range(200)])
     output = tmp_path / "out"
-    # Round 1 cannot write: a file where its directory must go (its pods break, for good).
-    (output / "rounds").mkdir(parents=True)
-    (output / "rounds" / "001").write_text("in the way")
     flag = triton_server.model_repository / "flaky" / "unavailable_until"
     flag.write_text(str(time.time() + 3600))  # round 0: every request UNAVAILABLE
     spec = {
@@ -57,7 +58,7 @@ def test_a_shard_broken_for_good_in_round_one_is_counted_not_succeeded(
         "retry": {
             "requestAttempts": 1,
             "maxRounds": 1,
-            "backoff": FAST_RETRY,
+            "backoff": {**FAST_RETRY, "initialSeconds": 5},
             "shardBackoffLimit": 0,
         },
         "failurePolicy": {"maxFailedPercent": 5},
@@ -66,6 +67,9 @@ def test_a_shard_broken_for_good_in_round_one_is_counted_not_succeeded(
         cluster.apply(
             batch_prediction("broken-r1", triton_server, dataset, output, **spec), namespace
         )
+        cluster.wait_for((output / "rounds" / "000").is_dir, "round 0 to start")
+        # Round 1 cannot write: a file where its directory must go (its pods break, for good).
+        (output / "rounds" / "001").write_text("in the way")
         wait_until(cluster, "broken-r1", namespace, lambda s: s.get("round") == 1, "round 1")
     finally:
         flag.write_text("0")
@@ -383,3 +387,73 @@ def test_a_run_named_with_253_characters_runs(
         lambda: not cluster.get("batchpredictionshards", namespace=namespace)["items"],
         "the finished run's reports to be removed",
     )
+
+
+def test_two_replicas_the_active_one_killed_the_standby_finishes(
+    operator_process: OperatorProcess,
+    triton_server: TritonHandle,
+    cluster: Cluster,
+    namespace: str,
+    dataset: Path,
+    tmp_path: Path,
+) -> None:
+    """Two replicas with kopf peering, as the chart runs them with replicaCount > 1: one
+    serves, the other stands by; the serving one is killed and the standby finishes the run."""
+    cluster.kubectl("apply", "-f", str(REPO / "charts/batchpredict/crds/kopf.dev_peerings.yaml"))
+    cluster.wait_for(
+        lambda: cluster.kubectl("get", "clusterkopfpeerings", check=False).returncode == 0,
+        "the peering CRD served",
+    )
+    peering = f"e2e-{namespace}"[:63]
+    cluster.apply(
+        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": peering}}
+    )
+    operator_process.stop()  # the standalone one would serve the run too
+    replicas = []
+    for n in range(2):
+        config = tmp_path / f"replica-{n}.yaml"
+        settings = {**operator_process.base_config, "metricsPort": free_port()}
+        config.write_text(yaml.safe_dump(settings))
+        replica = OperatorProcess(
+            cluster,
+            config,
+            tmp_path / f"replica-{n}.log",
+            settings["metricsPort"],
+            base_config=settings,
+            args=("--peering", peering),
+        )
+        replica.start()
+        replicas.append(replica)
+    output = tmp_path / "out"
+    try:
+        spec = {**SLOW, "worker": {"env": [{"name": "BATCHPREDICT_CHUNK_ITEMS", "value": "200"}]}}
+        cluster.apply(batch_prediction("ha", triton_server, dataset, output, **spec), namespace)
+        wait_until(
+            cluster,
+            "ha",
+            namespace,
+            lambda s: (s.get("items") or {}).get("succeeded", 0) > 0,
+            "progress",
+        )
+        paused = [r for r in replicas if "Pausing operations" in r.log_path.read_text()]
+        assert len(paused) == 1, "exactly one replica stands by"
+        (active,) = [r for r in replicas if r is not paused[0]]
+        active.kill()
+        status = wait_for_phase(
+            cluster,
+            name="ha",
+            namespace=namespace,
+            phases=TERMINAL,
+            timeout=300,
+            operator=paused[0],
+        )["status"]
+        assert "Resuming operations" in paused[0].log_path.read_text()
+    finally:
+        for replica in replicas:
+            replica.kill()
+        operator_process.start()
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert jobs_of(cluster, namespace) == sorted(
+        child_job(cluster, "ha", namespace, s) for s in ("plan", "r0", "finalize")
+    )
+    assert_run_truth(cluster, "ha", namespace, output, 3000)

@@ -157,7 +157,9 @@ class LocalCluster:
                 # Its graceful shutdown can take 15 s here; past 3 s it is killed, as in a crash.
                 procs.stop([pid], grace=3.0)
             apiserver = self._spawn(
-                "kube-apiserver", build_binaries(), apiserver_args(self.pki, self.ports())
+                "kube-apiserver",
+                build_binaries(),
+                apiserver_args(self.pki, self.ports(), self.state_dir),
             )
             self._wait("kube-apiserver", apiserver, self._api_ready)
 
