@@ -435,19 +435,20 @@ def test_two_replicas_the_active_one_killed_the_standby_finishes(
             lambda s: (s.get("items") or {}).get("succeeded", 0) > 0,
             "progress",
         )
-        paused = [r for r in replicas if "Pausing operations" in r.log_path.read_text()]
-        assert len(paused) == 1, "exactly one replica stands by"
-        (active,) = [r for r in replicas if r is not paused[0]]
-        active.kill()
+        # Peered replicas start paused; the one of the highest priority resumes and serves.
+        serving = [r for r in replicas if "Resuming operations" in r.log_path.read_text()]
+        assert len(serving) == 1, "exactly one replica serves, the other stands by"
+        (standby,) = [r for r in replicas if r is not serving[0]]
+        serving[0].kill()
         status = wait_for_phase(
             cluster,
             name="ha",
             namespace=namespace,
             phases=TERMINAL,
             timeout=300,
-            operator=paused[0],
+            operator=standby,
         )["status"]
-        assert "Resuming operations" in paused[0].log_path.read_text()
+        assert "Resuming operations" in standby.log_path.read_text()
     finally:
         for replica in replicas:
             replica.kill()
