@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import os
 import signal
@@ -258,6 +259,63 @@ def test_malformed_rows_fail_alone_with_clear_messages(
     assert {f["code"] for f in failures.values()} == {"MALFORMED_ITEM"}
     assert summary["succeeded"] == 7
     assert_each_id_once(out, {f"a{i}" for i in range(10) if i != 2} | {"2"})
+
+
+TEXT_CODECS = {
+    "": lambda data: data,
+    ".gz": gzip.compress,
+    ".zst": lambda data: pa.compress(data, "zstd", asbytes=True),
+}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "suffix"), [("jsonl", ""), ("csv", ""), ("jsonl", ".gz"), ("csv", ".zst")]
+)
+def test_text_formats_read_by_arrow_keep_each_id_once_with_malformed_rows(
+    triton_server: TritonHandle, tmp_path: Path, fmt: str, suffix: str
+) -> None:
+    """Thousands of rows in Arrow blocks, a few malformed ones among them, compressed or not:
+    each malformed row fails alone with its line number, every other row is predicted."""
+    n = 6000
+    bad = {17: "truncated", 2500: "fields", 2501: "value", 5999: "truncated"}
+    lines = []
+    for i in range(n):
+        kind = bad.get(i)
+        if fmt == "jsonl":
+            row = json.dumps({"id": f"r{i}", "x": "nine" if kind == "value" else i * 0.5})
+            lines.append(row[:-3] if kind in {"truncated", "fields"} else row)
+        else:
+            row = f"r{i},{'nine' if kind == 'value' else i * 0.5}"
+            lines.append(row + ",extra" if kind in {"truncated", "fields"} else row)
+    text = ("id,x\n" if fmt == "csv" else "") + "\n".join(lines) + "\n"
+    path = tmp_path / f"in.{fmt}{suffix}"
+    path.write_bytes(TEXT_CODECS[suffix](text.encode()))
+    out = tmp_path / "out"
+    spec = spec_for(
+        triton_server,
+        "double",
+        {"uri": str(path), "format": fmt, "idField": "id"},
+        out,
+        output={"includeFields": ["x"]},
+        shards=3,
+    )
+    spec["model"] = {"name": "double", "inputs": [{"name": "x", "field": "x"}]}
+    summary = run_all(spec, tmp_path, BATCHPREDICT_CHUNK_ITEMS="700")
+
+    # An unreadable row has no id field: its id is its row number (rows do not shift).
+    unreadable = {str(i) for i, kind in bad.items() if kind != "value"}
+    expected_ids = {f"r{i}" for i in range(n) if bad.get(i, "value") == "value"} | unreadable
+    assert_each_id_once(out, expected_ids)
+    failures = {f["id"]: f for f in final_failures(out)}
+    assert set(failures) == unreadable | {"r2501"}
+    header = 1 if fmt == "csv" else 0
+    for i in unreadable:
+        assert f"line {int(i) + 1 + header} " in failures[i]["message"]
+    assert "field 'x': cannot convert 'nine' to FP32" in failures["r2501"]["message"]
+    assert (summary["succeeded"], summary["failed"]) == (n - 4, 4)
+    assert {r["id"]: r["y"] for r in predictions(out)} == {
+        f"r{i}": float(i) for i in range(n) if i not in bad
+    }
 
 
 def test_corrupt_image_fails_alone(triton_server: TritonHandle, tmp_path: Path) -> None:

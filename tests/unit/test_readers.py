@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
+import io
 import json
+import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchpredict.api.v1alpha1.data import InputSpec
+from batchpredict.io import textblocks
 from batchpredict.io.readers import MALFORMED, DatasetNotFoundError, ItemBatch, open_dataset
 
 
@@ -92,3 +99,153 @@ def test_multi_file_jsonl_numbers_rows_across_files(tmp_path: Path) -> None:
         (tmp_path / part).write_text("".join(json.dumps({"x": v}) + "\n" for v in values))
     dataset = open_dataset(InputSpec(uri=str(tmp_path / "*.jsonl"), format="jsonl"))
     assert items(list(dataset.iter_items())) == [(0, "0"), (1, "1"), (2, "2")]
+
+
+# ---------------------------------------------------------------- text formats through Arrow
+
+
+def rows_of(dataset_batches: list[ItemBatch]) -> list[tuple[int, str, str | None]]:
+    """(position, id, error message) of every item."""
+    return [
+        (int(p), b.id_at(i), b.errors[i][1] if i in b.errors else None)
+        for b in dataset_batches
+        for i, p in enumerate(b.positions)
+    ]
+
+
+def python_reference(
+    path: Path, fmt: str, id_field: str | None
+) -> list[tuple[int, str, str | None]]:
+    """What the worker read before Arrow: Python's json/csv, row by row."""
+    data = path.read_bytes()
+    if fmt == "jsonl":
+        parsed = list(textblocks._jsonl_rows(data, 0))
+    else:
+        text = data.decode()
+        header = next(csv.reader(io.StringIO(text, newline="")))
+        reader = csv.reader(io.StringIO(text, newline=""))
+        next(reader)
+        parsed = list(textblocks._csv_reader_rows(reader, header, 0))
+    out = []
+    for number, (row, error) in enumerate(parsed):
+        value = row.get(id_field) if row and id_field else None
+        out.append((number, str(number) if value is None else str(value), error and error[1]))
+    return out
+
+
+def messy_lines(fmt: str, n: int, seed: int) -> str:
+    """Valid rows with, here and there, every kind of line Python and Arrow might disagree on."""
+    rng = random.Random(seed)  # noqa: S311 (test data, not secrets)
+    odd_jsonl = [
+        '{"id": "t", "x": ',
+        "",
+        "   ",
+        "[1, 2]",
+        '{"x": 1} {"x": 2}',
+        '{"id": 7, "x": 1}',
+        '{"id": 1.0, "x": 2}',
+        '{"id": null, "x": 3}',
+        '{"x": "text"}',
+        '{"x": NaN}',
+    ]
+    odd_csv = ["a,1,extra", "", " ", '"q,uoted",2', '"multi\nline",3', 'x"y,4', '"a""b",5']
+    lines = []
+    for i in range(n):
+        odd = odd_jsonl if fmt == "jsonl" else odd_csv
+        if rng.random() < 0.03:
+            lines.append(rng.choice(odd))
+        elif fmt == "jsonl":
+            lines.append(json.dumps({"id": f"r{i}", "x": [rng.random(), float(i)], "g": i % 3}))
+        else:
+            lines.append(f"r{i},{i}.5")
+    return ("id,x\n" if fmt == "csv" else "") + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+@pytest.mark.parametrize("block_bytes", [50, 4096, 1 << 20])
+def test_arrow_blocks_read_every_row_as_python_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, block_bytes: int
+) -> None:
+    monkeypatch.setattr(textblocks, "BLOCK_BYTES", block_bytes)
+    for seed in range(4):
+        path = tmp_path / f"in-{seed}.{fmt}"
+        # Tiny blocks cut almost every line apart (Arrow costs ~1 ms a call): fewer lines.
+        path.write_text(messy_lines(fmt, 300 if block_bytes < 100 else 1500, seed))
+        for id_field in (None, "id"):
+            dataset = open_dataset(InputSpec(uri=str(path), format=fmt, id_field=id_field))
+            got = rows_of(list(dataset.iter_items(batch_rows=100)))
+            assert got == python_reference(path, fmt, id_field), (seed, id_field)
+            assert dataset.count() == len(got)
+
+
+def test_clean_text_comes_as_arrow_batches_and_a_bad_row_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(textblocks, "BLOCK_BYTES", 1000)
+    lines = [json.dumps({"id": f"r{i}", "x": [float(i)] * 4}) for i in range(500)]
+    lines[321] = '{"id": "r321", "x": [1, 2'
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    dataset = open_dataset(InputSpec(uri=str(path), format="jsonl", id_field="id"))
+    batches = list(dataset.iter_items(batch_rows=64))
+    got = rows_of(batches)
+    assert [i for _, i, _ in got] == [f"r{i}" if i != 321 else "321" for i in range(500)]
+    failed = [(p, m) for p, _, m in got if m]
+    assert len(failed) == 1
+    assert failed[0][0] == 321
+    assert str(failed[0][1]).startswith("line 322 is not valid JSON")
+    # Only the block around the bad line went row by row: the rest are Arrow batches.
+    python_items = sum(len(b) for b in batches if b.table is None)
+    assert 0 < python_items < 30
+    table = next(b.table for b in batches if b.table is not None)
+    assert table.column("x").type == pa.list_(pa.float64())
+
+
+def test_csv_values_stay_text_and_where_compares_text(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text("id,x,g\n007,1.50,a\n008,2,b\n009,x,a\n")
+    spec = InputSpec(uri=str(path), format="csv", id_field="id", select={"where": {"g": "a"}})
+    dataset = open_dataset(spec)
+    (batch,) = list(dataset.iter_items())
+    assert [batch.id_at(i) for i in range(len(batch))] == ["007", "009"]
+    assert batch.table is not None
+    assert batch.table.column("x").to_pylist() == ["1.50", "x"]
+    assert dataset.fields() == ["id", "x", "g"]
+
+
+def test_jsonl_ids_and_where_are_python_text_of_the_values(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    rows = [{"id": 1.0, "ok": True}, {"id": 2, "ok": False}, {"ok": True}, {"id": None, "ok": None}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ok = open_dataset(
+        InputSpec(uri=str(path), format="jsonl", id_field="id", select={"where": {"ok": "True"}})
+    )
+    assert items(list(ok.iter_items())) == [(0, "1.0"), (1, "2")]
+    none = open_dataset(InputSpec(uri=str(path), format="jsonl", select={"where": {"ok": "None"}}))
+    assert items(list(none.iter_items())) == [(0, "3")]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "compress"),
+    [
+        (".gz", gzip.compress),
+        (".bz2", bz2.compress),
+        (".zst", lambda data: pa.compress(data, "zstd", asbytes=True)),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_compressed_inputs_read_like_plain_ones(
+    tmp_path: Path, fmt: str, suffix: str, compress: Any
+) -> None:
+    text = messy_lines(fmt, 800, seed=1)
+    plain = tmp_path / f"plain.{fmt}"
+    plain.write_text(text)
+    (tmp_path / "dir").mkdir()
+    packed = tmp_path / "dir" / f"part.{fmt}{suffix}"
+    packed.write_bytes(compress(text.encode()))
+    (tmp_path / "dir" / "notes.txt").write_text("not data")
+    expected = rows_of(list(open_dataset(InputSpec(uri=str(plain), format=fmt)).iter_items()))
+    for uri in (packed, tmp_path / "dir"):  # one file, and a directory that holds it
+        dataset = open_dataset(InputSpec(uri=str(uri), format=fmt))
+        assert rows_of(list(dataset.iter_items())) == expected
+        assert dataset.fields() == ["id", "x"] if fmt == "csv" else ["id", "x", "g"]

@@ -59,7 +59,7 @@ def test_columnar_batch_falls_back_per_item_for_a_bad_row() -> None:
     pre = Preprocessor([InputBinding("x", "x", "FP32", (2,))], None, [], batch_size=8)
     prepared = pre.prepare(batch)
     assert list(prepared.errors) == [1]
-    assert prepared.errors[1] == ("MALFORMED_ITEM", "field 'x' is null")
+    assert prepared.errors[1] == ("MALFORMED_ITEM", "field 'x' is null or missing")
     (request,) = prepared.requests
     assert request.indices.tolist() == [0, 2]
     assert request.tensors["x"].tolist() == [[1.0, 2.0], [5.0, 6.0]]

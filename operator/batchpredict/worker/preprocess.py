@@ -101,7 +101,7 @@ class Preprocessor:
             if not self._columnar(batch.table, prepared):
                 self._per_item(list(batch.table.to_pylist()), prepared)
         else:
-            rows = list(batch.rows or [])
+            rows = list(batch.rows) if batch.rows is not None else _table_rows(batch.table)
             prepared.carried = {f: [r.get(f) if r else None for r in rows] for f in self.include}
             self._per_item(rows, prepared)
         # Outcomes need only ids, positions and carried fields: the rows or table go now,
@@ -120,13 +120,9 @@ class Preprocessor:
             if column.null_count:
                 return False
             try:
-                if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
-                    lengths = pc.list_value_length(column).to_numpy()
-                    if n and (lengths != lengths[0]).any():
-                        return False
-                    values = column.flatten().to_numpy(zero_copy_only=False)
-                else:
-                    values = column.to_numpy(zero_copy_only=False)
+                values = _flat_values(column, binding)
+                if values is None:
+                    return False
                 array = values.astype(binding.dtype, copy=False).reshape(
                     n, *_shape(binding, values, n)
                 )
@@ -213,6 +209,26 @@ class Preprocessor:
         return row
 
 
+def _table_rows(table: pa.RecordBatch | None) -> list[dict[str, Any] | None]:
+    return list(table.to_pylist()) if table is not None else []
+
+
+def _flat_values(column: pa.Array, binding: InputBinding) -> NDArray[Any] | None:
+    """A column's values as one flat numpy array; None when items differ in length."""
+    n = len(column)
+    while pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
+        lengths = pc.list_value_length(column).to_numpy()
+        if n and (lengths != lengths[0]).any():
+            return None
+        column, n = column.flatten(), int(lengths.sum()) if n else 0
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        # CSV values are text: Arrow parses the numbers (failures go item by item).
+        if binding.datatype == "BYTES" or not np.issubdtype(binding.dtype, np.number):
+            return None
+        column = pc.cast(column, pa.from_numpy_dtype(binding.dtype))
+    return column.to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
+
+
 def _shape(binding: InputBinding, values: NDArray[Any], n: int) -> tuple[int, ...]:
     per_item = values.size // n if n else 0
     shape = binding.shape
@@ -226,7 +242,7 @@ def _shape(binding: InputBinding, values: NDArray[Any], n: int) -> tuple[int, ..
 
 def _to_array(binding: InputBinding, value: Any) -> NDArray[Any]:
     if value is None:  # numpy would turn it into NaN silently
-        raise ItemError(MALFORMED, f"field {binding.field!r} is null")
+        raise ItemError(MALFORMED, f"field {binding.field!r} is null or missing")
     try:
         if binding.datatype == "BYTES":
             array = np.asarray(value, dtype=object)
