@@ -347,6 +347,71 @@ def test_corrupt_image_fails_alone(triton_server: TritonHandle, tmp_path: Path) 
     assert (summary["succeeded"], summary["failed"]) == (6, 1)
 
 
+def test_images_and_a_preprocess_function_run_across_cores_each_id_once(
+    triton_server: TritonHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JPEGs decoded by a pool of threads (at reduced scale), then a user's function in a pool
+    of processes: items keep their ids, the bad ones fail alone, every id once."""
+    images = tmp_path / "images"
+    images.mkdir()
+    n = 150
+    for value in range(n):
+        Image.new("RGB", (96, 64), (value,) * 3).save(images / f"img{value:03d}.jpg", quality=95)
+    (images / "img-broken.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+    out = tmp_path / "out"
+    spec = spec_for(
+        triton_server,
+        "image_mean",
+        {
+            "uri": str(images),
+            "format": "files",
+            "preprocess": {"image": {"resize": [8, 8], "scale": 1.0}, "workers": 3},
+        },
+        out,
+        batching={"batchSize": 16},
+        shards=2,
+    )
+    summary = run_all(spec, tmp_path)
+    ids = {f"img{v:03d}.jpg" for v in range(n)} | {"img-broken.jpg"}
+    assert_each_id_once(out, ids)
+    assert [f["id"] for f in final_failures(out)] == ["img-broken.jpg"]
+    means = {r["id"]: r["mean"] for r in predictions(out)}
+    assert means == {f"img{v:03d}.jpg": pytest.approx(v, abs=1.0) for v in range(n)}
+    shard = json.loads((out / "rounds/000/shard-00000/manifest.json").read_text())
+    assert shard["cpuSeconds"]["preprocessing"] > 0  # the pool's threads did the decoding
+
+    (tmp_path / "rowprep.py").write_text(
+        "def features(item):\n"
+        "    if item['v'] == 7:\n"
+        "        raise ValueError('seven is not allowed')\n"
+        "    return {'x': [item['v'] / 2]}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rows = [{"id": f"r{i}", "v": i} for i in range(300)]
+    out = tmp_path / "out-function"
+    spec = spec_for(
+        triton_server,
+        "double",
+        {
+            "uri": str(write_jsonl(tmp_path / "in.jsonl", rows)),
+            "format": "jsonl",
+            "idField": "id",
+            "preprocess": {"function": "rowprep:features", "workers": 2},
+        },
+        out,
+        shards=2,
+    )
+    spec["model"] = {"name": "double", "inputs": [{"name": "x", "field": "x"}]}
+    summary = run_all(spec, tmp_path)
+    assert_each_id_once(out, {f"r{i}" for i in range(300)})
+    (failure,) = final_failures(out)
+    assert (failure["id"], failure["code"]) == ("r7", "PREPROCESS_FAILED")
+    assert {r["id"]: r["y"] for r in predictions(out)} == {
+        f"r{i}": float(i) for i in range(300) if i != 7
+    }
+    assert (summary["succeeded"], summary["failed"]) == (299, 1)
+
+
 def test_argmax_and_topk_postprocessing(triton_server: TritonHandle, tmp_path: Path) -> None:
     rows = [{"x": float(i)} for i in range(10)]
     out = tmp_path / "out"

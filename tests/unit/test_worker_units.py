@@ -156,6 +156,7 @@ def test_user_preprocess_function_feeds_tensors_and_its_errors_fail_the_item(
     (request,) = prepared.requests
     assert request.tensors["x"].ravel().tolist() == [10.0, 25.0]
     assert prepared.carried == {"v": [1.0, -1.0, 2.5]}
+    pre.close()
 
 
 def test_a_preprocess_function_that_cannot_be_imported_names_it() -> None:

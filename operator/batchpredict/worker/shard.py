@@ -159,10 +159,13 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
                 setup.batch_size,
                 setup.concurrency,
             )
-            with lean_gc():
-                started = time.monotonic()  # throughput of the pipeline, not of start-up
-                cpu = CpuClock()
-                await pipeline.run(work, todo, dataset.iter_items)
+            try:
+                with lean_gc():
+                    started = time.monotonic()  # throughput of the pipeline, not of start-up
+                    cpu = CpuClock()
+                    await pipeline.run(work, todo, dataset.iter_items)
+            finally:
+                await asyncio.to_thread(preprocessor.close)
         elapsed = time.monotonic() - started
         manifest = {
             "round": env.round,
@@ -179,8 +182,10 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
             "seconds": round(elapsed, 3),
             "itemsPerSecond": round(reporter.done_here / elapsed, 1) if elapsed > 0 else 0.0,
             # Where the pipeline's CPU went: the event loop is the one serial stage; `reading`
-            # (read, preprocess, encode requests) and `writing` (commit chunks) are threads; the
-            # rest of the process's is other threads (gRPC's own, report writes).
+            # (read, preprocess, encode requests) and `writing` (commit chunks) are threads;
+            # `preprocessing` (when items go to the pool: files, images, a function) is the
+            # pool's threads or processes; the rest of the process's is other threads (gRPC's
+            # own, report writes).
             "cpuSeconds": cpu.read(pipeline.cpu_seconds if pipeline else None),
             "peakMemoryMiB": peak_memory_mib(),
             "finishedAt": datetime.now(UTC).isoformat(),
