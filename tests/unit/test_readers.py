@@ -203,12 +203,12 @@ def test_clean_text_comes_as_arrow_batches_and_a_bad_row_fails_alone(
 
 def test_csv_values_stay_text_and_where_compares_text(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
-    path.write_text("id,x,g\n007,1.50,a\n008,2,b\n009,x,a\n")
+    path.write_text('"id","x","g"\n007,1.50,a\n008,2,b\n009,x,a\n')  # a quoted header
     spec = InputSpec(uri=str(path), format="csv", id_field="id", select={"where": {"g": "a"}})
     dataset = open_dataset(spec)
     (batch,) = list(dataset.iter_items())
     assert [batch.id_at(i) for i in range(len(batch))] == ["007", "009"]
-    assert batch.table is not None
+    assert batch.table is not None  # read by Arrow
     assert batch.table.column("x").to_pylist() == ["1.50", "x"]
     assert dataset.fields() == ["id", "x", "g"]
 

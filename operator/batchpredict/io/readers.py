@@ -221,10 +221,14 @@ class Dataset:
             row_number += block.num_rows
 
     def _text_blocks(self) -> Iterator[TextBlock]:
-        parse = csv_blocks if self.spec.format == InputFormat.CSV else jsonl_blocks
+        exact = frozenset([*(self.select.where or {}), *filter(None, [self.spec.id_field])])
         for path in self.files:
             with self.fs.open(path, "rb") as handle:
-                yield from parse(open_decompressed(handle, path))
+                stream = open_decompressed(handle, path)
+                if self.spec.format == InputFormat.CSV:
+                    yield from csv_blocks(stream)  # every value is text already
+                else:
+                    yield from jsonl_blocks(stream, exact_text=exact)
 
     def _matches(self, row: dict[str, Any]) -> bool:
         where = self.select.where or {}

@@ -77,6 +77,8 @@ def open_decompressed(handle: IO[bytes], path: str) -> IO[bytes]:
 
 def _lines(data: bytes) -> int:
     """Lines as Python's universal newlines count them (`\\n`, `\\r\\n` and a lone `\\r`)."""
+    if b"\r" not in data:
+        return data.count(b"\n")
     return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
 
 
@@ -153,17 +155,23 @@ def _text(blocks: Iterator[bytes]) -> io.TextIOWrapper:
 # ---------------------------------------------------------------- JSONL
 
 
-def jsonl_blocks(stream: IO[bytes], block_bytes: int | None = None) -> Iterator[TextBlock]:
-    """The rows of a JSONL stream, block by block (a JSON text has no raw newline)."""
+def jsonl_blocks(
+    stream: IO[bytes], block_bytes: int | None = None, exact_text: frozenset[str] = frozenset()
+) -> Iterator[TextBlock]:
+    """The rows of a JSONL stream, block by block (a JSON text has no raw newline).
+
+    `exact_text`: fields whose values are compared as text (ids, `select.where`): a block
+    where Arrow would type one as a float (`3` read as `3.0`) is read by Python instead.
+    """
     line = 0  # lines before the block
     cut = lambda d: d.rfind(b"\n") + 1  # noqa: E731
     for data in _raw_blocks(stream, block_bytes or BLOCK_BYTES, cut):
-        block = _jsonl_arrow(data)
+        block = _jsonl_arrow(data, exact_text)
         yield block if block is not None else TextBlock(rows=list(_jsonl_rows(data, line)))
         line += _lines(data)
 
 
-def _jsonl_arrow(data: bytes) -> TextBlock | None:
+def _jsonl_arrow(data: bytes, exact_text: frozenset[str]) -> TextBlock | None:
     """The block parsed by Arrow, or None when Python would parse it differently."""
     if not _utf8(data) or _lone_cr(data):
         return None
@@ -176,7 +184,20 @@ def _jsonl_arrow(data: bytes) -> TextBlock | None:
     # rows (Python: malformed): every other line must be exactly one row.
     if table.num_rows != _line_count(data, _BLANK_LINE, lambda t: not t.strip()):
         return None
+    names = exact_text & set(table.column_names)
+    if any(not _exact_type(table.schema.field(name).type) for name in names):
+        return None
     return TextBlock(table=table.combine_chunks())
+
+
+def _exact_type(kind: pa.DataType) -> bool:
+    """Whether Arrow keeps what Python's `str` would write of these JSON values."""
+    return bool(
+        pa.types.is_string(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_null(kind)
+    )
 
 
 def _jsonl_rows(data: bytes, before: int) -> Iterator[Row]:
@@ -226,8 +247,8 @@ def csv_blocks(stream: IO[bytes], block_bytes: int | None = None) -> Iterator[Te
     header = next(csv.reader(io.StringIO(head.decode("utf-8", errors="replace"), newline="")), None)
     if header is None:
         return
-    if b'"' in head or _lone_cr(head):
-        # An unusual header: Python's csv from the start (rare enough not to matter).
+    if head.count(b'"') % 2 or _lone_cr(head):
+        # A header across lines: Python's csv from the start (rare enough not to matter).
         yield from _row_blocks(_python_rows(_prepend(first, blocks), header, skip_header=True))
         return
     line = 1
@@ -264,8 +285,10 @@ def _csv_cut(data: bytes) -> int:
     if b'"' not in data:
         return data.rfind(b"\n") + 1
     codes = np.frombuffer(data, dtype=np.uint8)
-    outside = np.cumsum(codes == ord('"')) % 2 == 0
-    ends = np.flatnonzero((codes == ord("\n")) & outside)
+    quotes = np.flatnonzero(codes == ord('"'))
+    newlines = np.flatnonzero(codes == ord("\n"))
+    # A newline is outside quotes when an even number of quotes come before it.
+    ends = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
     return int(ends[-1]) + 1 if len(ends) else 0
 
 
