@@ -147,8 +147,12 @@ def messy_lines(fmt: str, n: int, seed: int) -> str:
         '{"id": null, "x": 3}',
         '{"x": "text"}',
         '{"x": NaN}',
+        "\x0c",
+        '{"x": "\u00e9"}',
+        '{"x": 1}\r{"x": 2}',
     ]
     odd_csv = ["a,1,extra", "", " ", '"q,uoted",2', '"multi\nline",3', 'x"y,4', '"a""b",5']
+    odd_csv += ["\u00e9,1", "r\r1,2", "\x0c"]
     lines = []
     for i in range(n):
         odd = odd_jsonl if fmt == "jsonl" else odd_csv
@@ -176,6 +180,29 @@ def test_arrow_blocks_read_every_row_as_python_would(
             got = rows_of(list(dataset.iter_items(batch_rows=100)))
             assert got == python_reference(path, fmt, id_field), (seed, id_field)
             assert dataset.count() == len(got)
+            # A shard further on counts the rows before it (not parsed), then reads the same.
+            for start in (1, len(got) // 3, len(got) - 7) if seed < 2 else ():
+                shard = rows_of(list(dataset.iter_items(start, start + 40, batch_rows=16)))
+                assert shard == got[start : start + 40], (seed, id_field, start)
+
+
+def test_rows_before_a_shard_are_counted_not_parsed() -> None:
+    lines = b"".join(b'{"x": %d}\n' % i for i in range(1000))
+    blocks = list(textblocks.jsonl_blocks(io.BytesIO(lines), block_bytes=500, count_before=900))
+    counted = [b.counted for b in blocks if b.counted is not None]
+    parsed = [b for b in blocks if b.counted is None]
+    assert sum(counted) + sum(b.num_rows for b in parsed) == 1000
+    assert 850 < sum(counted) <= 900  # every whole block before row 900
+    assert parsed[0].table is not None
+    first_parsed = sum(counted)
+    assert parsed[0].table.column("x")[0].as_py() == first_parsed
+    csv_lines = b"x\n" + b"".join(b"%d\n" % i for i in range(1000))
+    csv_counted = [
+        b.counted
+        for b in textblocks.csv_blocks(io.BytesIO(csv_lines), block_bytes=300, count_before=500)
+        if b.counted is not None
+    ]
+    assert 400 < sum(csv_counted) <= 500
 
 
 def test_clean_text_comes_as_arrow_batches_and_a_bad_row_fails_alone(

@@ -25,6 +25,8 @@ from batchpredict.io.storage import filesystem
 from batchpredict.io.textblocks import (
     MALFORMED,
     TextBlock,
+    count_csv,
+    count_jsonl,
     csv_blocks,
     csv_header,
     first_jsonl_row,
@@ -121,7 +123,8 @@ class Dataset:
             return list(first_jsonl_row(stream) or [])
 
     def count(self) -> int:
-        """Number of items after `select` (streams the data unless metadata suffices)."""
+        """Number of items after `select`: from metadata (Parquet, files), from line ends
+        (JSONL, CSV: not parsed), else by reading the items (`select.where`)."""
         if self.spec.format == InputFormat.FILES and not self.select.where:
             total = len(self.files)
         elif self.spec.format == InputFormat.PARQUET and not self.select.where:
@@ -129,9 +132,17 @@ class Dataset:
             for path in self.files:
                 with self.fs.open(path, "rb") as handle:
                     total += pq.ParquetFile(handle).metadata.num_rows
+        elif self.spec.format in {InputFormat.JSONL, InputFormat.CSV} and not self.select.where:
+            total = sum(self._count_text(path) for path in self.files)
         else:
             total = sum(len(b) for b in self.iter_items(batch_rows=4096))
         return min(total, self.select.limit) if self.select.limit else total
+
+    def _count_text(self, path: str) -> int:
+        """Rows of a JSONL/CSV file counted from its line ends, without parsing it."""
+        with self.fs.open(path, "rb") as handle:
+            stream = open_decompressed(handle, path)
+            return count_csv(stream) if self.spec.format == InputFormat.CSV else count_jsonl(stream)
 
     def iter_items(
         self,
@@ -171,7 +182,7 @@ class Dataset:
             yield from self._parquet(start, batch_rows)
             return
         if self.spec.format != InputFormat.FILES:
-            yield from self._text(batch_rows)
+            yield from self._text(start, batch_rows)
             return
         yield from self._python_rows(self._files(), 0, batch_rows)
 
@@ -194,11 +205,17 @@ class Dataset:
         if pending:
             yield _rows_batch(pending)
 
-    def _text(self, batch_rows: int) -> Iterator[ItemBatch]:
-        """JSONL/CSV items: Arrow batches, Python rows only for blocks Arrow could not read."""
+    def _text(self, start: int, batch_rows: int) -> Iterator[ItemBatch]:
+        """JSONL/CSV items: Arrow batches, Python rows only for blocks Arrow could not read.
+        Without `select.where` positions are row numbers: rows before `start` are only
+        counted (line ends found, nothing parsed)."""
         position = row_number = 0
-        for block in self._text_blocks():
-            if block.table is None:
+        skip = 0 if self.select.where else start
+        blocks = (b for p in self.files for b in self._file_blocks(p, skip - row_number))
+        for block in blocks:
+            if block.counted is not None:
+                position += block.counted
+            elif block.table is None:
                 numbered = [
                     (row_number + i, self._id(row) or str(row_number + i), row, error)
                     for i, (row, error) in enumerate(block.rows)
@@ -220,15 +237,15 @@ class Dataset:
                     yield ItemBatch(positions, ids, table=kept)
             row_number += block.num_rows
 
-    def _text_blocks(self) -> Iterator[TextBlock]:
+    def _file_blocks(self, path: str, skip: int) -> Iterator[TextBlock]:
+        """A file's blocks; those wholly within its first `skip` rows may come counted."""
         exact = frozenset([*(self.select.where or {}), *filter(None, [self.spec.id_field])])
-        for path in self.files:
-            with self.fs.open(path, "rb") as handle:
-                stream = open_decompressed(handle, path)
-                if self.spec.format == InputFormat.CSV:
-                    yield from csv_blocks(stream)  # every value is text already
-                else:
-                    yield from jsonl_blocks(stream, exact_text=exact)
+        with self.fs.open(path, "rb") as handle:
+            stream = open_decompressed(handle, path)
+            if self.spec.format == InputFormat.CSV:  # every value is text already
+                yield from csv_blocks(stream, count_before=max(0, skip))
+            else:
+                yield from jsonl_blocks(stream, exact_text=exact, count_before=max(0, skip))
 
     def _matches(self, row: dict[str, Any]) -> bool:
         where = self.select.where or {}

@@ -19,6 +19,7 @@ import io
 import itertools
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -38,6 +39,8 @@ MAX_RECORD_BYTES = 64 * 1024 * 1024
 CODECS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".lz4": "lz4"}
 _BLANK_LINE = re.compile(rb"\n[ \t\r]*(?=\n)")
 _EMPTY_LINE = re.compile(rb"\n\r?(?=\n)")
+# What `str.strip()` removes from an ASCII line (Python's test of a blank JSONL line).
+_ASCII_BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c\x1c-\x1f]*(?=\n)")
 
 Row = tuple[dict[str, Any] | None, tuple[str, str] | None]
 
@@ -48,9 +51,13 @@ class TextBlock:
 
     table: pa.Table | None = None
     rows: list[Row] = field(default_factory=list)
+    # Rows counted but not parsed (only when counting).
+    counted: int | None = None
 
     @property
     def num_rows(self) -> int:
+        if self.counted is not None:
+            return self.counted
         return self.table.num_rows if self.table is not None else len(self.rows)
 
 
@@ -156,19 +163,32 @@ def _text(blocks: Iterator[bytes]) -> io.TextIOWrapper:
 
 
 def jsonl_blocks(
-    stream: IO[bytes], block_bytes: int | None = None, exact_text: frozenset[str] = frozenset()
+    stream: IO[bytes],
+    block_bytes: int | None = None,
+    exact_text: frozenset[str] = frozenset(),
+    count_before: int = 0,
 ) -> Iterator[TextBlock]:
     """The rows of a JSONL stream, block by block (a JSON text has no raw newline).
 
     `exact_text`: fields whose values are compared as text (ids, `select.where`): a block
     where Arrow would type one as a float (`3` read as `3.0`) is read by Python instead.
+    `count_before`: a block whose rows all come before this row may come counted, not parsed
+    (a shard that starts further on skips them at the cost of finding line ends).
     """
-    line = 0  # lines before the block
+    line = rows = 0  # lines and rows before the block
     cut = lambda d: d.rfind(b"\n") + 1  # noqa: E731
     for data in _raw_blocks(stream, block_bytes or BLOCK_BYTES, cut):
+        if rows < count_before and data.isascii() and not _lone_cr(data):
+            counted = _line_count(data, _ASCII_BLANK_LINE, lambda t: not t.decode().strip())
+            if rows + counted <= count_before:
+                yield TextBlock(counted=counted)
+                line, rows = line + _lines(data), rows + counted
+                continue
         block = _jsonl_arrow(data, exact_text)
-        yield block if block is not None else TextBlock(rows=list(_jsonl_rows(data, line)))
-        line += _lines(data)
+        if block is None:
+            block = TextBlock(rows=list(_jsonl_rows(data, line)))
+        yield block
+        line, rows = line + _lines(data), rows + block.num_rows
 
 
 def _jsonl_arrow(data: bytes, exact_text: frozenset[str]) -> TextBlock | None:
@@ -238,8 +258,11 @@ def csv_header(stream: IO[bytes]) -> list[str]:
     return next(reader, None) or []
 
 
-def csv_blocks(stream: IO[bytes], block_bytes: int | None = None) -> Iterator[TextBlock]:
-    """The rows of a CSV stream (its header first), block by block."""
+def csv_blocks(
+    stream: IO[bytes], block_bytes: int | None = None, count_before: int = 0
+) -> Iterator[TextBlock]:
+    """The rows of a CSV stream (its header first), block by block. A block without quotes
+    whose rows all come before row `count_before` comes counted (`TextBlock(counted=n)`)."""
     blocks = _raw_blocks(stream, block_bytes or BLOCK_BYTES, _csv_cut)
     first = next(blocks, b"")
     end = first.find(b"\n") + 1 or len(first)
@@ -251,21 +274,26 @@ def csv_blocks(stream: IO[bytes], block_bytes: int | None = None) -> Iterator[Te
         # A header across lines: Python's csv from the start (rare enough not to matter).
         yield from _row_blocks(_python_rows(_prepend(first, blocks), header, skip_header=True))
         return
-    line = 1
+    line, rows = 1, 0  # lines and rows before the block
     chained = _prepend(first[end:], blocks)
     for data in chained:
+        if rows < count_before and b'"' not in data and not _lone_cr(data):
+            # Without quotes, each non-empty line is one record.
+            counted = _line_count(data, _EMPTY_LINE, lambda t: t in {b"", b"\r"})
+            if rows + counted <= count_before:
+                yield TextBlock(counted=counted)
+                line, rows = line + _lines(data), rows + counted
+                continue
         block = _csv_arrow(data, header)
-        if block is not None:
-            yield block
-        elif b'"' not in data:
-            # Without quotes every newline ends a record: Python for this block only.
-            rows = _csv_reader_rows(_csv_reader(data), header, line)
-            yield TextBlock(rows=list(rows))
-        else:
+        if block is None and b'"' in data:
             # A quote may hide where records end: Python from here to the end of the file.
             yield from _row_blocks(_python_rows(_prepend(data, chained), header, line))
             return
-        line += _lines(data)
+        if block is None:
+            # Without quotes every newline ends a record: Python for this block only.
+            block = TextBlock(rows=list(_csv_reader_rows(_csv_reader(data), header, line)))
+        yield block
+        line, rows = line + _lines(data), rows + block.num_rows
 
 
 def _row_blocks(rows: Iterator[Row], size: int = 16384) -> Iterator[TextBlock]:
@@ -345,3 +373,18 @@ def _csv_reader_rows(reader: Any, header: list[str], before: int) -> Iterator[Ro
             yield None, (MALFORMED, message)
             continue
         yield dict(zip(header, row, strict=True)), None
+
+
+# ---------------------------------------------------------------- counting without parsing
+
+
+def count_jsonl(stream: IO[bytes]) -> int:
+    """Rows of a JSONL stream (what `jsonl_blocks` yields), counted from its line ends: an
+    ASCII block is not parsed at all, anything else is parsed as the reader would."""
+    return sum(block.num_rows for block in jsonl_blocks(stream, count_before=sys.maxsize))
+
+
+def count_csv(stream: IO[bytes]) -> int:
+    """Rows of a CSV stream (what `csv_blocks` yields); blocks without quotes are counted from
+    their line ends (each non-empty line is one record), the others parsed."""
+    return sum(block.num_rows for block in csv_blocks(stream, count_before=sys.maxsize))
