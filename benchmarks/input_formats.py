@@ -289,13 +289,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--plan-items", type=int, default=20_000)
+    parser.add_argument(
+        "--parts",
+        nargs="*",
+        default=["formats", "images", "plan"],
+        choices=["formats", "images", "plan"],
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-inputs-"))
     triton = start_triton(write_model_repository(tmp / "models", ["double", "image_mean"]))
     try:
-        bench_formats(triton, args.items, args.rounds, tmp)
-        bench_images(args.images, tmp)
-        bench_plan(triton, args.plan_items, args.images, tmp)
+        if "formats" in args.parts:
+            bench_formats(triton, args.items, args.rounds, tmp)
+        if "images" in args.parts or "plan" in args.parts:
+            bench_images(args.images, tmp)  # the plan's `files` dataset too
+        if "plan" in args.parts:
+            bench_plan(triton, args.plan_items, args.images, tmp)
     finally:
         triton.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,11 +166,28 @@ def messy_lines(fmt: str, n: int, seed: int) -> str:
     return ("id,x\n" if fmt == "csv" else "") + "\n".join(lines) + "\n"
 
 
+@pytest.fixture
+def arrow_threads() -> Iterator[None]:
+    """Arrow's pool with 3 threads (blocks parsed in parts), whatever this machine has."""
+    before = pa.cpu_count()
+    pa.set_cpu_count(3)
+    yield
+    pa.set_cpu_count(before)
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-@pytest.mark.parametrize("block_bytes", [50, 4096, 1 << 20])
+@pytest.mark.parametrize("block_bytes", [50, 4096, 1 << 20, "parallel"])
 def test_arrow_blocks_read_every_row_as_python_would(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, block_bytes: int
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    arrow_threads: None,
+    fmt: str,
+    block_bytes: int | str,
 ) -> None:
+    if block_bytes == "parallel":  # each block parsed in parts by Arrow's threads
+        monkeypatch.setattr(textblocks, "PARALLEL_BYTES", 2000)
+        block_bytes = 30_000
+    assert isinstance(block_bytes, int)
     monkeypatch.setattr(textblocks, "BLOCK_BYTES", block_bytes)
     for seed in range(4):
         path = tmp_path / f"in-{seed}.{fmt}"
