@@ -198,10 +198,37 @@ def test_arrow_blocks_read_every_row_as_python_would(
             got = rows_of(list(dataset.iter_items(batch_rows=100)))
             assert got == python_reference(path, fmt, id_field), (seed, id_field)
             assert dataset.count() == len(got)
+            dataset.keep_only({"x"})  # a shard that converts only the fields it uses
+            assert rows_of(list(dataset.iter_items(batch_rows=100))) == got
+            dataset.keep_only(None)
             # A shard further on counts the rows before it (not parsed), then reads the same.
             for start in (1, len(got) // 3, len(got) - 7) if seed < 2 else ():
                 shard = rows_of(list(dataset.iter_items(start, start + 40, batch_rows=16)))
                 assert shard == got[start : start + 40], (seed, id_field, start)
+
+
+def test_jsonl_converts_only_kept_fields_once_typed_and_never_drops_one() -> None:
+    lines = [json.dumps({"id": i, "x": i, "big": [i] * 50}) for i in range(300)]
+    lines[150] = json.dumps({"id": 150, "x": 1.5, "late": "here"})  # x changes type
+    lines += [json.dumps({"id": i, "x": i, "late": "now"}) for i in range(300, 400)]
+    data = ("\n".join(lines) + "\n").encode()
+    keep = frozenset({"id", "x", "late"})
+    blocks = list(textblocks.jsonl_blocks(io.BytesIO(data), block_bytes=2000, keep=keep))
+    tables = [b.table for b in blocks]
+    assert all(t is not None for t in tables)
+    x = [v for t in tables if t is not None for v in t.column("x").to_pylist()]
+    assert x == [float(i) if i != 150 else 1.5 for i in range(400)]
+    late = [
+        v
+        for t in tables
+        if t is not None
+        for v in (t.column("late").to_pylist() if "late" in t.column_names else [None] * len(t))
+    ]
+    assert late == [None] * 150 + ["here"] + [None] * 149 + ["now"] * 100
+    # Blocks after the fields were all typed carry only those: `big` is not converted.
+    last = tables[-1]
+    assert last is not None
+    assert "big" not in last.column_names
 
 
 def test_rows_before_a_shard_are_counted_not_parsed() -> None:

@@ -80,6 +80,16 @@ class Dataset:
         self.fs, root = filesystem(spec.uri, "spec.input.uri")
         self.root = root.rstrip("/")
         self.files = self._list_files()
+        # The fields a shard uses (None: all): JSONL converts only those (see `keep_only`).
+        self.keep: frozenset[str] | None = None
+
+    def keep_only(self, fields: set[str] | None) -> None:
+        """Items need only these fields (None: all) besides the id and `select.where`'s."""
+        if fields is None:
+            self.keep = None
+            return
+        extra = [*(self.select.where or {}), *filter(None, [self.spec.id_field])]
+        self.keep = frozenset([*fields, *extra])
 
     def _list_files(self) -> list[str]:
         fs, root = self.fs, self.root
@@ -245,7 +255,9 @@ class Dataset:
             if self.spec.format == InputFormat.CSV:  # every value is text already
                 yield from csv_blocks(stream, count_before=max(0, skip))
             else:
-                yield from jsonl_blocks(stream, exact_text=exact, count_before=max(0, skip))
+                yield from jsonl_blocks(
+                    stream, exact_text=exact, count_before=max(0, skip), keep=self.keep
+                )
 
     def _matches(self, row: dict[str, Any]) -> bool:
         where = self.select.where or {}
