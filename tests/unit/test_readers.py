@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchpredict.api.v1alpha1.data import InputSpec
-from batchpredict.io import textblocks
+from batchpredict.io import csvblocks, jsonlblocks, textblocks
 from batchpredict.io.readers import MALFORMED, DatasetNotFoundError, ItemBatch, open_dataset
 
 
@@ -120,13 +120,13 @@ def python_reference(
     """What the worker read before Arrow: Python's json/csv, row by row."""
     data = path.read_bytes()
     if fmt == "jsonl":
-        parsed = list(textblocks._jsonl_rows(data, 0))
+        parsed = list(jsonlblocks._jsonl_rows(data, 0))
     else:
         text = data.decode()
         header = next(csv.reader(io.StringIO(text, newline="")))
         reader = csv.reader(io.StringIO(text, newline=""))
         next(reader)
-        parsed = list(textblocks._csv_reader_rows(reader, header, 0))
+        parsed = list(csvblocks._csv_reader_rows(reader, header, 0))
     out = []
     for number, (row, error) in enumerate(parsed):
         value = row.get(id_field) if row and id_field else None
@@ -213,7 +213,7 @@ def test_jsonl_converts_only_kept_fields_once_typed_and_never_drops_one() -> Non
     lines += [json.dumps({"id": i, "x": i, "late": "now"}) for i in range(300, 400)]
     data = ("\n".join(lines) + "\n").encode()
     keep = frozenset({"id", "x", "late"})
-    blocks = list(textblocks.jsonl_blocks(io.BytesIO(data), block_bytes=2000, keep=keep))
+    blocks = list(jsonlblocks.jsonl_blocks(io.BytesIO(data), block_bytes=2000, keep=keep))
     tables = [b.table for b in blocks]
     assert all(t is not None for t in tables)
     x = [v for t in tables if t is not None for v in t.column("x").to_pylist()]
@@ -233,7 +233,7 @@ def test_jsonl_converts_only_kept_fields_once_typed_and_never_drops_one() -> Non
 
 def test_rows_before_a_shard_are_counted_not_parsed() -> None:
     lines = b"".join(b'{"x": %d}\n' % i for i in range(1000))
-    blocks = list(textblocks.jsonl_blocks(io.BytesIO(lines), block_bytes=500, count_before=900))
+    blocks = list(jsonlblocks.jsonl_blocks(io.BytesIO(lines), block_bytes=500, count_before=900))
     counted = [b.counted for b in blocks if b.counted is not None]
     parsed = [b for b in blocks if b.counted is None]
     assert sum(counted) + sum(b.num_rows for b in parsed) == 1000
@@ -244,7 +244,7 @@ def test_rows_before_a_shard_are_counted_not_parsed() -> None:
     csv_lines = b"x\n" + b"".join(b"%d\n" % i for i in range(1000))
     csv_counted = [
         b.counted
-        for b in textblocks.csv_blocks(io.BytesIO(csv_lines), block_bytes=300, count_before=500)
+        for b in csvblocks.csv_blocks(io.BytesIO(csv_lines), block_bytes=300, count_before=500)
         if b.counted is not None
     ]
     assert 400 < sum(csv_counted) <= 500

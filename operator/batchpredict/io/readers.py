@@ -4,7 +4,8 @@ Every reader yields `ItemBatch`es in dataset order. An item's *position* counts 
 by `select` (0, 1, 2, ...): shards are ranges of positions. Its *id* is the `idField` value,
 else the row number in the dataset (before `select`), else, for files, the relative path.
 A row that cannot be read fails alone: it keeps its position and id and carries an error.
-JSONL and CSV are parsed by Arrow in blocks (textblocks.py) and yield Arrow batches like
+JSONL and CSV are parsed by Arrow in blocks (textblocks.py, jsonlblocks.py, csvblocks.py) and
+yield Arrow batches like
 Parquet; ids and `select.where` compare values as text the way Python's `str` writes them.
 """
 
@@ -21,19 +22,10 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from batchpredict.api.v1alpha1.data import InputFormat, InputSpec, Select
+from batchpredict.io.csvblocks import count_csv, csv_blocks, csv_header
+from batchpredict.io.jsonlblocks import count_jsonl, first_jsonl_row, jsonl_blocks
 from batchpredict.io.storage import filesystem
-from batchpredict.io.textblocks import (
-    MALFORMED,
-    TextBlock,
-    count_csv,
-    count_jsonl,
-    csv_blocks,
-    csv_header,
-    first_jsonl_row,
-    jsonl_blocks,
-    open_decompressed,
-    strip_codec,
-)
+from batchpredict.io.textblocks import MALFORMED, TextBlock, open_decompressed, strip_codec
 
 __all__ = ["MALFORMED", "Dataset", "DatasetNotFoundError", "ItemBatch", "open_dataset", "take"]
 # The whole file's bytes, for `files` datasets (`$item` in tensor mappings).
