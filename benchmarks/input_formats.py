@@ -124,8 +124,9 @@ def shard_rate(triton: TritonHandle, data: Path, items: int, tmp: Path) -> dict[
     manifest = json.loads((out / "rounds/000/shard-00000/manifest.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
     if manifest["succeeded"] != items:  # a worker that cannot read this format
-        return {"rate": float("nan"), "reading": float("nan"), "succeeded": manifest["succeeded"]}
-    return {"rate": items / manifest["seconds"], "reading": manifest["cpuSeconds"]["reading"]}
+        return {"rate": float("nan"), "succeeded": manifest["succeeded"]}
+    cpu = manifest["cpuSeconds"]
+    return {"rate": items / manifest["seconds"], "reading": cpu["reading"], "cpu": cpu["process"]}
 
 
 def bench_formats(triton: TritonHandle, items: int, rounds: int, tmp: Path) -> None:
@@ -140,16 +141,17 @@ def bench_formats(triton: TritonHandle, items: int, rounds: int, tmp: Path) -> N
             runs[fmt].append(shard_rate(triton, paths[fmt], items, tmp))
     parquet = float(np.mean([r["rate"] for r in runs["parquet"]]))
     for fmt in FORMATS:
-        if any("succeeded" in r for r in runs[fmt]):
+        if any("succeeded" in r for r in runs[fmt]):  # nan rates: say so instead
             got = runs[fmt][0]["succeeded"]
             print(f"{fmt:>9}: not read by this worker ({got:,} of {items:,} items predicted)")
             continue
         rate = float(np.mean([r["rate"] for r in runs[fmt]]))
         reading = float(np.mean([r["reading"] for r in runs[fmt]])) * 1e6 / items
+        cpu = float(np.mean([r["cpu"] for r in runs[fmt]])) * 1e6 / items
         each = ", ".join(f"{r['rate']:,.0f}" for r in runs[fmt])
         print(
-            f"{fmt:>9}: {rate:>9,.0f} items/s (runs: {each}); reading thread CPU s per 1M "
-            f"items {reading:.2f}; ratio to Parquet {rate / parquet:.2f}"
+            f"{fmt:>9}: {rate:>9,.0f} items/s (runs: {each}); CPU s per 1M items: worker "
+            f"{cpu:.2f}, its reading thread {reading:.2f}; ratio to Parquet {rate / parquet:.2f}"
         )
 
 
