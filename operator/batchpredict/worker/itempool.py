@@ -12,6 +12,7 @@ core count, unless `spec.input.preprocess.workers` says otherwise.
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import time
@@ -20,6 +21,8 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from typing import Any
 
 from batchpredict.cpus import pod_cpus
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ItemPool", "pod_cpus"]
 
@@ -41,20 +44,25 @@ class ItemPool:
         # CPU seconds the pool's threads or processes spent on items (the shard manifest's).
         self.cpu_seconds = 0.0
         if self.processes:
-            self._executor = ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=initializer,
-                initargs=initargs,
-            )
-        elif self.workers > 1:
+            try:
+                self._executor = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=initializer,
+                    initargs=initargs,
+                )
+            except (OSError, ImportError, NotImplementedError) as error:
+                # No POSIX semaphores (a container without /dev/shm): threads still work.
+                log.warning("preprocessing in threads: cannot start processes: %s", error)
+                self.processes = False
+        if not self.processes and self.workers > 1:
             self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="preprocess")
         if initializer is not None and not self.processes:
             initializer(*initargs)
 
     @property
     def executor_kind(self) -> str | None:
-        """ "threads", "processes", or None when items are transformed inline."""
+        """How items are mapped: "threads", "processes", or None (inline)."""
         if self._executor is None:
             return None
         return "processes" if self.processes else "threads"
