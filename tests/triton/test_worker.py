@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import os
 import signal
@@ -260,6 +261,63 @@ def test_malformed_rows_fail_alone_with_clear_messages(
     assert_each_id_once(out, {f"a{i}" for i in range(10) if i != 2} | {"2"})
 
 
+TEXT_CODECS = {
+    "": lambda data: data,
+    ".gz": gzip.compress,
+    ".zst": lambda data: pa.compress(data, "zstd", asbytes=True),
+}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "suffix"), [("jsonl", ""), ("csv", ""), ("jsonl", ".gz"), ("csv", ".zst")]
+)
+def test_text_formats_read_by_arrow_keep_each_id_once_with_malformed_rows(
+    triton_server: TritonHandle, tmp_path: Path, fmt: str, suffix: str
+) -> None:
+    """Thousands of rows in Arrow blocks, a few malformed ones among them, compressed or not:
+    each malformed row fails alone with its line number, every other row is predicted."""
+    n = 6000
+    bad = {17: "truncated", 2500: "fields", 2501: "value", 5999: "truncated"}
+    lines = []
+    for i in range(n):
+        kind = bad.get(i)
+        if fmt == "jsonl":
+            row = json.dumps({"id": f"r{i}", "x": "nine" if kind == "value" else i * 0.5})
+            lines.append(row[:-3] if kind in {"truncated", "fields"} else row)
+        else:
+            row = f"r{i},{'nine' if kind == 'value' else i * 0.5}"
+            lines.append(row + ",extra" if kind in {"truncated", "fields"} else row)
+    text = ("id,x\n" if fmt == "csv" else "") + "\n".join(lines) + "\n"
+    path = tmp_path / f"in.{fmt}{suffix}"
+    path.write_bytes(TEXT_CODECS[suffix](text.encode()))
+    out = tmp_path / "out"
+    spec = spec_for(
+        triton_server,
+        "double",
+        {"uri": str(path), "format": fmt, "idField": "id"},
+        out,
+        output={"includeFields": ["x"]},
+        shards=3,
+    )
+    spec["model"] = {"name": "double", "inputs": [{"name": "x", "field": "x"}]}
+    summary = run_all(spec, tmp_path, BATCHPREDICT_CHUNK_ITEMS="700")
+
+    # An unreadable row has no id field: its id is its row number (rows do not shift).
+    unreadable = {str(i) for i, kind in bad.items() if kind != "value"}
+    expected_ids = {f"r{i}" for i in range(n) if bad.get(i, "value") == "value"} | unreadable
+    assert_each_id_once(out, expected_ids)
+    failures = {f["id"]: f for f in final_failures(out)}
+    assert set(failures) == unreadable | {"r2501"}
+    header = 1 if fmt == "csv" else 0
+    for i in unreadable:
+        assert f"line {int(i) + 1 + header} " in failures[i]["message"]
+    assert "field 'x': cannot convert 'nine' to FP32" in failures["r2501"]["message"]
+    assert (summary["succeeded"], summary["failed"]) == (n - 4, 4)
+    assert {r["id"]: r["y"] for r in predictions(out)} == {
+        f"r{i}": float(i) for i in range(n) if i not in bad
+    }
+
+
 def test_corrupt_image_fails_alone(triton_server: TritonHandle, tmp_path: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()
@@ -287,6 +345,71 @@ def test_corrupt_image_fails_alone(triton_server: TritonHandle, tmp_path: Path) 
     means = {r["id"]: r["mean"] for r in predictions(out)}
     assert means == {f"img{v}.png": pytest.approx(v * 40.0) for v in range(6)}
     assert (summary["succeeded"], summary["failed"]) == (6, 1)
+
+
+def test_images_and_a_preprocess_function_run_across_cores_each_id_once(
+    triton_server: TritonHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JPEGs decoded by a pool of threads (at reduced scale), then a user's function in a pool
+    of processes: items keep their ids, the bad ones fail alone, every id once."""
+    images = tmp_path / "images"
+    images.mkdir()
+    n = 150
+    for value in range(n):
+        Image.new("RGB", (96, 64), (value,) * 3).save(images / f"img{value:03d}.jpg", quality=95)
+    (images / "img-broken.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+    out = tmp_path / "out"
+    spec = spec_for(
+        triton_server,
+        "image_mean",
+        {
+            "uri": str(images),
+            "format": "files",
+            "preprocess": {"image": {"resize": [8, 8], "scale": 1.0}, "workers": 3},
+        },
+        out,
+        batching={"batchSize": 16},
+        shards=2,
+    )
+    summary = run_all(spec, tmp_path)
+    ids = {f"img{v:03d}.jpg" for v in range(n)} | {"img-broken.jpg"}
+    assert_each_id_once(out, ids)
+    assert [f["id"] for f in final_failures(out)] == ["img-broken.jpg"]
+    means = {r["id"]: r["mean"] for r in predictions(out)}
+    assert means == {f"img{v:03d}.jpg": pytest.approx(v, abs=1.0) for v in range(n)}
+    shard = json.loads((out / "rounds/000/shard-00000/manifest.json").read_text())
+    assert shard["cpuSeconds"]["preprocessing"] > 0  # the pool's threads did the decoding
+
+    (tmp_path / "rowprep.py").write_text(
+        "def features(item):\n"
+        "    if item['v'] == 7:\n"
+        "        raise ValueError('seven is not allowed')\n"
+        "    return {'x': [item['v'] / 2]}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rows = [{"id": f"r{i}", "v": i} for i in range(300)]
+    out = tmp_path / "out-function"
+    spec = spec_for(
+        triton_server,
+        "double",
+        {
+            "uri": str(write_jsonl(tmp_path / "in.jsonl", rows)),
+            "format": "jsonl",
+            "idField": "id",
+            "preprocess": {"function": "rowprep:features", "workers": 2},
+        },
+        out,
+        shards=2,
+    )
+    spec["model"] = {"name": "double", "inputs": [{"name": "x", "field": "x"}]}
+    summary = run_all(spec, tmp_path)
+    assert_each_id_once(out, {f"r{i}" for i in range(300)})
+    (failure,) = final_failures(out)
+    assert (failure["id"], failure["code"]) == ("r7", "PREPROCESS_FAILED")
+    assert {r["id"]: r["y"] for r in predictions(out)} == {
+        f"r{i}": float(i) for i in range(300) if i != 7
+    }
+    assert (summary["succeeded"], summary["failed"]) == (299, 1)
 
 
 def test_argmax_and_topk_postprocessing(triton_server: TritonHandle, tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def test_columnar_batch_falls_back_per_item_for_a_bad_row() -> None:
     pre = Preprocessor([InputBinding("x", "x", "FP32", (2,))], None, [], batch_size=8)
     prepared = pre.prepare(batch)
     assert list(prepared.errors) == [1]
-    assert prepared.errors[1] == ("MALFORMED_ITEM", "field 'x' is null")
+    assert prepared.errors[1] == ("MALFORMED_ITEM", "field 'x' is null or missing")
     (request,) = prepared.requests
     assert request.indices.tolist() == [0, 2]
     assert request.tensors["x"].tolist() == [[1.0, 2.0], [5.0, 6.0]]
@@ -158,6 +158,7 @@ def test_user_preprocess_function_feeds_tensors_and_its_errors_fail_the_item(
     (request,) = prepared.requests
     assert request.tensors["x"].ravel().tolist() == [10.0, 25.0]
     assert prepared.carried == {"v": [1.0, -1.0, 2.5]}
+    pre.close()
 
 
 def test_a_preprocess_function_that_cannot_be_imported_names_it() -> None:

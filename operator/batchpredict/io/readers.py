@@ -4,14 +4,14 @@ Every reader yields `ItemBatch`es in dataset order. An item's *position* counts 
 by `select` (0, 1, 2, ...): shards are ranges of positions. Its *id* is the `idField` value,
 else the row number in the dataset (before `select`), else, for files, the relative path.
 A row that cannot be read fails alone: it keeps its position and id and carries an error.
+JSONL and CSV are parsed by Arrow in blocks (textblocks.py, jsonlblocks.py, csvblocks.py) and
+yield Arrow batches like
+Parquet; ids and `select.where` compare values as text the way Python's `str` writes them.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +22,12 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from batchpredict.api.v1alpha1.data import InputFormat, InputSpec, Select
+from batchpredict.io.csvblocks import count_csv, csv_blocks, csv_header
+from batchpredict.io.jsonlblocks import count_jsonl, first_jsonl_row, jsonl_blocks
 from batchpredict.io.storage import filesystem
+from batchpredict.io.textblocks import MALFORMED, TextBlock, open_decompressed, strip_codec
 
-MALFORMED = "MALFORMED_ITEM"
+__all__ = ["MALFORMED", "Dataset", "DatasetNotFoundError", "ItemBatch", "open_dataset", "take"]
 # The whole file's bytes, for `files` datasets (`$item` in tensor mappings).
 ITEM_FIELD = "$item"
 PATH_FIELD = "path"
@@ -85,6 +88,16 @@ class Dataset:
         self.fs, root = filesystem(spec.uri, "spec.input.uri")
         self.root = root.rstrip("/")
         self.files = self._list_files()
+        # The fields a shard uses (None: all): JSONL converts only those (see `keep_only`).
+        self.keep: frozenset[str] | None = None
+
+    def keep_only(self, fields: set[str] | None) -> None:
+        """Items need only these fields (None: all) besides the id and `select.where`'s."""
+        if fields is None:
+            self.keep = None
+            return
+        extra = [*(self.select.where or {}), *filter(None, [self.spec.id_field])]
+        self.keep = frozenset([*fields, *extra])
 
     def _list_files(self) -> list[str]:
         fs, root = self.fs, self.root
@@ -99,7 +112,7 @@ class Dataset:
             raise DatasetNotFoundError(f"input.uri: {self.spec.uri} does not exist")
         self.base = base
         if self.spec.format in _SUFFIXES and len(files) > 1:
-            files = [f for f in files if f.endswith(_SUFFIXES[self.spec.format])]
+            files = [f for f in files if strip_codec(f).endswith(_SUFFIXES[self.spec.format])]
         if self.select.glob:
             import fnmatch  # noqa: PLC0415 (only for this option)
 
@@ -121,14 +134,15 @@ class Dataset:
         if self.spec.format == InputFormat.PARQUET:
             with self.fs.open(self.files[0], "rb") as handle:
                 return list(pq.ParquetFile(handle).schema_arrow.names)
-        for batch in self.iter_items(batch_rows=1):
-            row = (batch.rows or [None])[0]
-            if row is not None:
-                return list(row)
-        return []
+        with self.fs.open(self.files[0], "rb") as handle:
+            stream = open_decompressed(handle, self.files[0])
+            if self.spec.format == InputFormat.CSV:
+                return csv_header(stream)
+            return list(first_jsonl_row(stream) or [])
 
     def count(self) -> int:
-        """Number of items after `select` (streams the data unless metadata suffices)."""
+        """Number of items after `select`: from metadata (Parquet, files), from line ends
+        (JSONL, CSV: not parsed), else by reading the items (`select.where`)."""
         if self.spec.format == InputFormat.FILES and not self.select.where:
             total = len(self.files)
         elif self.spec.format == InputFormat.PARQUET and not self.select.where:
@@ -136,9 +150,17 @@ class Dataset:
             for path in self.files:
                 with self.fs.open(path, "rb") as handle:
                     total += pq.ParquetFile(handle).metadata.num_rows
+        elif self.spec.format in {InputFormat.JSONL, InputFormat.CSV} and not self.select.where:
+            total = sum(self._count_text(path) for path in self.files)
         else:
             total = sum(len(b) for b in self.iter_items(batch_rows=4096))
         return min(total, self.select.limit) if self.select.limit else total
+
+    def _count_text(self, path: str) -> int:
+        """Rows of a JSONL/CSV file counted from its line ends, without parsing it."""
+        with self.fs.open(path, "rb") as handle:
+            stream = open_decompressed(handle, path)
+            return count_csv(stream) if self.spec.format == InputFormat.CSV else count_jsonl(stream)
 
     def iter_items(
         self,
@@ -177,19 +199,73 @@ class Dataset:
         if self.spec.format == InputFormat.PARQUET:
             yield from self._parquet(start, batch_rows)
             return
-        raw = self._files() if self.spec.format == InputFormat.FILES else self._text_rows()
-        position = 0
+        if self.spec.format != InputFormat.FILES:
+            yield from self._text(start, batch_rows)
+            return
+        yield from self._python_rows(self._files(), 0, batch_rows)
+
+    def _python_rows(
+        self,
+        raw: Iterator[tuple[int, str, dict[str, Any] | None, tuple[str, str] | None]],
+        position: int,
+        batch_rows: int,
+    ) -> Iterator[ItemBatch]:
+        """Batches of rows kept by `select.where`, numbered from `position`."""
         pending: list[tuple[int, str, dict[str, Any] | None, tuple[str, str] | None]] = []
-        for row_number, item_id, row, error in raw:
+        for _row_number, item_id, row, error in raw:
             if row is not None and not self._matches(row):
                 continue
-            pending.append((position, item_id or str(row_number), row, error))
+            pending.append((position, item_id, row, error))
             position += 1
             if len(pending) >= batch_rows:
                 yield _rows_batch(pending)
                 pending = []
         if pending:
             yield _rows_batch(pending)
+
+    def _text(self, start: int, batch_rows: int) -> Iterator[ItemBatch]:
+        """JSONL/CSV items: Arrow batches, Python rows only for blocks Arrow could not read.
+        Without `select.where` positions are row numbers: rows before `start` are only
+        counted (line ends found, nothing parsed)."""
+        position = row_number = 0
+        skip = 0 if self.select.where else start
+        blocks = (b for p in self.files for b in self._file_blocks(p, skip - row_number))
+        for block in blocks:
+            if block.counted is not None:
+                position += block.counted
+            elif block.table is None:
+                numbered = [
+                    (row_number + i, self._id(row) or str(row_number + i), row, error)
+                    for i, (row, error) in enumerate(block.rows)
+                ]
+                for batch in self._python_rows(iter(numbered), position, batch_rows):
+                    position = int(batch.positions[-1]) + 1
+                    yield batch
+            else:
+                number = row_number
+                for record in block.table.to_batches(max_chunksize=batch_rows):
+                    numbers: range | list[int] = range(number, number + record.num_rows)
+                    number += record.num_rows
+                    kept, numbers = self._where(record, numbers, _text_values)
+                    if kept.num_rows == 0:
+                        continue
+                    positions = np.arange(position, position + kept.num_rows, dtype=np.int64)
+                    position += kept.num_rows
+                    ids = self._arrow_ids(kept, numbers, _text_values)
+                    yield ItemBatch(positions, ids, table=kept)
+            row_number += block.num_rows
+
+    def _file_blocks(self, path: str, skip: int) -> Iterator[TextBlock]:
+        """A file's blocks; those wholly within its first `skip` rows may come counted."""
+        exact = frozenset([*(self.select.where or {}), *filter(None, [self.spec.id_field])])
+        with self.fs.open(path, "rb") as handle:
+            stream = open_decompressed(handle, path)
+            if self.spec.format == InputFormat.CSV:  # every value is text already
+                yield from csv_blocks(stream, count_before=max(0, skip))
+            else:
+                yield from jsonl_blocks(
+                    stream, exact_text=exact, count_before=max(0, skip), keep=self.keep
+                )
 
     def _matches(self, row: dict[str, Any]) -> bool:
         where = self.select.where or {}
@@ -205,18 +281,6 @@ class Dataset:
         for number, path in enumerate(self.files):
             rel = self.relative(path)
             yield number, rel, {PATH_FIELD: rel, SOURCE_FIELD: FileRef(self.fs, path)}, None
-
-    def _text_rows(
-        self,
-    ) -> Iterator[tuple[int, str, dict[str, Any] | None, tuple[str, str] | None]]:
-        number = 0
-        for path in self.files:
-            with self.fs.open(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
-                lines = _jsonl_rows(f) if self.spec.format == InputFormat.JSONL else _csv_rows(f)
-                for row, error in lines:
-                    item_id = self._id(row)
-                    yield number, item_id or str(number), row, error
-                    number += 1
 
     def _parquet(self, start: int, batch_rows: int) -> Iterator[ItemBatch]:
         columns = self._columns()
@@ -238,16 +302,13 @@ class Dataset:
                 for record in batches:
                     numbers: range | list[int] = range(row_number, row_number + record.num_rows)
                     row_number += record.num_rows
-                    mask = self._where_mask(record)
-                    kept = record
-                    if mask is not None:
-                        kept = record.filter(mask)
-                        numbers = [n for n, ok in zip(numbers, mask.to_pylist(), strict=True) if ok]
+                    kept, numbers = self._where(record, numbers, _cast_text)
                     if kept.num_rows == 0:
                         continue
                     positions = np.arange(position, position + kept.num_rows, dtype=np.int64)
                     position += kept.num_rows
-                    yield ItemBatch(positions, self._arrow_ids(kept, numbers), table=kept)
+                    ids = self._arrow_ids(kept, numbers, _cast_text)
+                    yield ItemBatch(positions, ids, table=kept)
 
     def _columns(self) -> list[str] | None:
         if not self.select.columns:
@@ -255,24 +316,54 @@ class Dataset:
         extra = [self.spec.id_field, *(self.select.where or {})]
         return list(dict.fromkeys([*self.select.columns, *(c for c in extra if c)]))
 
-    def _where_mask(self, record: pa.RecordBatch) -> pa.Array | None:
+    def _where(
+        self, record: pa.RecordBatch, numbers: range | list[int], as_text: TextOf
+    ) -> tuple[pa.RecordBatch, range | list[int]]:
+        """The rows of `record` kept by `select.where`, with their row numbers."""
         mask = None
         for key, value in (self.select.where or {}).items():
-            column = record.column(key) if key in record.schema.names else pa.nulls(len(record))
-            equal = pc.fill_null(pc.equal(pc.cast(column, pa.string()), value), False)
+            if key in record.schema.names:
+                text = as_text(record.column(key))
+            else:
+                text = pa.nulls(len(record), pa.string())
+            if as_text is _text_values:  # Python's str(None): rows compared so before Arrow
+                text = pc.fill_null(text, "None")
+            equal = pc.fill_null(pc.equal(text, value), False)
             mask = equal if mask is None else pc.and_(mask, equal)
-        return mask
+        if mask is None:
+            return record, numbers
+        kept = [n for n, ok in zip(numbers, mask.to_pylist(), strict=True) if ok]
+        return record.filter(mask), kept
 
-    def _arrow_ids(self, record: pa.RecordBatch, numbers: range | list[int]) -> pa.Array:
+    def _arrow_ids(
+        self, record: pa.RecordBatch, numbers: range | list[int], as_text: TextOf
+    ) -> pa.Array:
         id_field = self.spec.id_field
         if id_field and id_field in record.schema.names:
-            ids = record.column(id_field)
-            ids = ids if ids.type == pa.string() else pc.cast(ids, pa.string())
+            ids = as_text(record.column(id_field))
             if not ids.null_count:
                 return ids
             # An item without an id falls back to its row number.
             return pc.coalesce(ids, _row_numbers(numbers))
         return _row_numbers(numbers)
+
+
+TextOf = Callable[[pa.Array], pa.Array]
+
+
+def _cast_text(column: pa.Array) -> pa.Array:
+    """Parquet values as text: Arrow's cast."""
+    return column if column.type == pa.string() else pc.cast(column, pa.string())
+
+
+def _text_values(column: pa.Array) -> pa.Array:
+    """JSONL/CSV values as text the way Python's `str` writes them (as ids and `where`
+    compared them when rows were Python dicts); nulls stay null."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.cast(pa.string())
+    if pa.types.is_integer(column.type):
+        return pc.cast(column, pa.string())
+    return pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
 
 
 def _row_numbers(numbers: range | list[int]) -> pa.Array:
@@ -305,36 +396,6 @@ def _rows_batch(
         rows=[p[2] for p in pending],
         errors={i: p[3] for i, p in enumerate(pending) if p[3] is not None},
     )
-
-
-def _jsonl_rows(f: io.TextIOBase) -> Iterator[tuple[dict[str, Any] | None, tuple[str, str] | None]]:
-    for number, line in enumerate(f, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as error:
-            yield None, (MALFORMED, f"line {number} is not valid JSON: {error}")
-            continue
-        if not isinstance(row, dict):
-            yield None, (MALFORMED, f"line {number} is not a JSON object")
-            continue
-        yield row, None
-
-
-def _csv_rows(f: io.TextIOBase) -> Iterator[tuple[dict[str, Any] | None, tuple[str, str] | None]]:
-    reader = csv.reader(f)
-    header = next(reader, None)
-    if header is None:
-        return
-    for row in reader:
-        if not row:
-            continue
-        if len(row) != len(header):
-            message = f"line {reader.line_num} has {len(row)} fields, the header has {len(header)}"
-            yield None, (MALFORMED, message)
-            continue
-        yield dict(zip(header, row, strict=True)), None
 
 
 def open_dataset(spec: InputSpec) -> Dataset:

@@ -64,6 +64,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
+from batchpredict.cpus import pod_cpus
 from batchpredict.incluster import TERMINATION_LOG, in_pod
 from batchpredict.worker import exit_codes
 from batchpredict.worker.config import CannotStartError, WorkerEnv, load_env
@@ -105,6 +108,8 @@ def run(role: str, environ: dict[str, str] | None = None) -> int:
     termination = Path(
         source.get("BATCHPREDICT_TERMINATION_LOG") or in_pod(TERMINATION_LOG, source)
     )
+    # Arrow's pool (it parses JSONL/CSV blocks) sized to the pod, not to the node.
+    pa.set_cpu_count(pod_cpus())
     try:
         env = load_env(environ)
         result = asyncio.run(_role(role)(env))

@@ -1,6 +1,6 @@
-"""The shard pipeline: read, preprocess and encode requests in a thread; `concurrency` lanes
-on the event loop each keep one request in flight; commit each chunk atomically once every
-item in it has an outcome.
+"""The shard pipeline: read, preprocess and encode requests in a thread (per-item work such as
+image decoding in a pool over the pod's cores); `concurrency` lanes on the event loop each keep
+one request in flight; commit each chunk atomically once every item in it has an outcome.
 
 Flow control: a bounded queue between the reading thread and the event loop keeps memory flat
 whatever the shard size. The event loop does as little as it can per request (send, check,
@@ -212,12 +212,12 @@ class ShardPipeline:
         )
         started = time.thread_time()
         try:
-            for batch in read(first, last + 1, wanted=wanted, batch_rows=rows):
+            batches = read(first, last + 1, wanted=wanted, batch_rows=rows)
+            for prepared in self.preprocessor.prepare_all(batches):
                 if stop.is_set():
                     return
                 # Requests may span two chunks: outcomes are filed by chunk when they come.
-                prepared = self.preprocessor.prepare(batch)
-                prepared.order = self._order(batch.positions)
+                prepared.order = self._order(prepared.batch.positions)
                 for request in prepared.requests:
                     request.encoded = self.client.encode(
                         self.settings.model,
@@ -228,6 +228,8 @@ class ShardPipeline:
                 self._put(loop, queue, prepared, stop)
         finally:
             self.cpu_seconds["reading"] = time.thread_time() - started
+            if self.preprocessor.pool.executor_kind:
+                self.cpu_seconds["preprocessing"] = self.preprocessor.pool.cpu_seconds
             self._put(loop, queue, None, stop)
 
     @staticmethod

@@ -1,16 +1,16 @@
-"""Turn a batch of items into input tensors (CPU work: called from a thread).
+"""Turn a batch of items into input tensors (CPU work: called from the reading thread).
 
-Columnar batches (Parquet) convert a whole column at once; anything that does not convert
-cleanly falls back to item-by-item conversion, so one malformed item fails alone with a message
-that names its field.
+Columnar batches (Parquet, JSONL, CSV) convert a whole column at once; anything that does not
+convert cleanly falls back to item-by-item conversion, so one malformed item fails alone with
+a message that names its field. Items that need a file read, an image decoded or the user's
+function run in a pool over the pod's cores (itempool.py), a few batches ahead, in order.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import io
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,14 +18,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
-from PIL import Image, UnidentifiedImageError
 
-from batchpredict.api.v1alpha1.data import ImagePreprocess, Preprocess
-from batchpredict.io.readers import MALFORMED, SOURCE_FIELD, FileRef, ItemBatch
-from batchpredict.triton.tensors import ITEM_FIELD, InputBinding
+from batchpredict.api.v1alpha1.data import Preprocess
+from batchpredict.io.readers import MALFORMED, ItemBatch
+from batchpredict.triton.tensors import InputBinding
+from batchpredict.worker.itempool import ItemPool, pod_cpus
+from batchpredict.worker.transform import (
+    PREPROCESS_FAILED,
+    UNREADABLE,
+    ItemError,
+    ItemTransform,
+    Outcome,
+    apply_in_process,
+    decode_image,
+    init_process,
+    load_function,
+)
 
-UNREADABLE = "UNREADABLE_ITEM"
-PREPROCESS_FAILED = "PREPROCESS_FAILED"
+__all__ = ["PREPROCESS_FAILED", "UNREADABLE", "ItemError", "Prepared", "Preprocessor", "Request"]
+__all__ += ["decode_image", "load_function"]
+# Batches whose items are in the pool while the oldest is assembled into requests: one keeps
+# the pool busy meanwhile; each is up to pipeline.READ_BYTES of tensors.
+AHEAD = 1
 
 
 @dataclass
@@ -49,63 +63,108 @@ class Prepared:
     order: NDArray[np.int64] | None = None
 
 
-class ItemError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        super().__init__(message)
+@dataclass
+class _Started:
+    """A batch whose items are being transformed: `outcomes` in the order of `indices`."""
 
-
-def load_function(path: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Import `module:function`; a clear error when it is not there."""
-    module_name, _, name = path.partition(":")
-    try:
-        function = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(
-            f"spec.input.preprocess.function: cannot import {path!r}: {error}"
-        ) from None
-    if not callable(function):
-        raise TypeError(f"spec.input.preprocess.function: {path!r} is not callable")
-    return function  # type: ignore[no-any-return]
+    prepared: Prepared
+    indices: list[int] = field(default_factory=list)
+    outcomes: Iterator[Outcome] = field(default_factory=lambda: iter(()))
 
 
 class Preprocessor:
     """Builds requests of at most `batch_size` items from ItemBatches."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 (what the shard knows about its inputs)
         self,
         inputs: list[InputBinding],
         preprocess: Preprocess | None,
         include_fields: list[str],
         batch_size: int,
         batched: bool = True,
+        workers: int | None = None,
     ) -> None:
         self.inputs = inputs
         self.image = preprocess.image if preprocess else None
-        self.function = (
-            load_function(preprocess.function) if preprocess and preprocess.function else None
-        )
+        function = preprocess.function if preprocess else None
+        if function:
+            load_function(function)  # a clear error now, not in every item
+        self.function = function
+        self.transform = ItemTransform(inputs, self.image, function)
         self.include = include_fields
         self.batch_size = batch_size if batched else 1
         self.batched = batched
+        # Only items that need more than a field lookup go to the pool.
+        wanted = workers or (preprocess.workers if preprocess else None) or pod_cpus()
+        self.workers = wanted if self.transform.needed else 1
+        self.pool = ItemPool(
+            self.workers,
+            processes=function is not None,
+            initializer=init_process if function is not None else None,
+            initargs=(self.transform,) if function is not None else (),
+        )
+
+    def close(self) -> None:
+        self.pool.close()
 
     def prepare(self, batch: ItemBatch) -> Prepared:
+        return self._finish(self._start(batch))
+
+    def prepare_all(self, batches: Iterable[ItemBatch], ahead: int = AHEAD) -> Iterator[Prepared]:
+        """`prepare` over `batches`, in order, with `ahead` batches in the pool meanwhile
+        (so that the pool keeps working while a batch is assembled and sent on)."""
+        started: deque[_Started] = deque()
+        for batch in batches:
+            started.append(self._start(batch))
+            if len(started) > ahead:
+                yield self._finish(started.popleft())
+        while started:
+            yield self._finish(started.popleft())
+
+    def _start(self, batch: ItemBatch) -> _Started:
         prepared = Prepared(batch, errors=dict(batch.errors))
-        if batch.table is not None and self.function is None and self.image is None:
+        if batch.table is not None and not self.transform.needed:
             names = batch.table.schema.names
             prepared.carried = {
                 f: batch.table.column(f) if f in names else pa.nulls(len(batch))
                 for f in self.include
             }
-            if not self._columnar(batch.table, prepared):
-                self._per_item(list(batch.table.to_pylist()), prepared)
+            if self._columnar(batch.table, prepared):
+                return _Started(prepared)
+            rows = _table_rows(batch.table)
         else:
-            rows = list(batch.rows or [])
+            rows = list(batch.rows) if batch.rows is not None else _table_rows(batch.table)
             prepared.carried = {f: [r.get(f) if r else None for r in rows] for f in self.include}
-            self._per_item(rows, prepared)
+        todo: list[int] = []
+        for index, row in enumerate(rows):
+            if index in prepared.errors or row is None:
+                prepared.errors.setdefault(index, (MALFORMED, "item could not be read"))
+            else:
+                todo.append(index)
+        function = apply_in_process if self.pool.processes else self.transform.apply
+        items = [rows[i] for i in todo]
+        return _Started(prepared, todo, self.pool.submit(function, items))
+
+    def _finish(self, started: _Started) -> Prepared:
+        prepared = started.prepared
+        groups: dict[tuple[tuple[int, ...], ...], list[tuple[int, list[NDArray[Any]]]]] = {}
+        for index, outcome in zip(started.indices, started.outcomes, strict=True):
+            if isinstance(outcome, tuple):
+                prepared.errors[index] = outcome
+                continue
+            key = tuple(a.shape for a in outcome)
+            groups.setdefault(key, []).append((index, outcome))
+        # Items of different shapes (variable dims) cannot share a request.
+        for members in groups.values():
+            indices = np.array([index for index, _ in members], dtype=np.intp)
+            tensors = {
+                b.tensor: np.stack([arrays[j] for _, arrays in members])
+                for j, b in enumerate(self.inputs)
+            }
+            self._add_requests(prepared, indices, tensors)
         # Outcomes need only ids, positions and carried fields: the rows or table go now,
         # not when the last chunk holding one of their items commits.
-        prepared.batch = dataclasses.replace(batch, rows=None, table=None)
+        prepared.batch = dataclasses.replace(prepared.batch, rows=None, table=None)
         return prepared
 
     def _columnar(self, table: pa.RecordBatch, prepared: Prepared) -> bool:
@@ -119,13 +178,9 @@ class Preprocessor:
             if column.null_count:
                 return False
             try:
-                if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
-                    lengths = pc.list_value_length(column).to_numpy()
-                    if n and (lengths != lengths[0]).any():
-                        return False
-                    values = column.flatten().to_numpy(zero_copy_only=False)
-                else:
-                    values = column.to_numpy(zero_copy_only=False)
+                values = _flat_values(column, binding)
+                if values is None:
+                    return False
                 array = values.astype(binding.dtype, copy=False).reshape(
                     n, *_shape(binding, values, n)
                 )
@@ -138,28 +193,6 @@ class Preprocessor:
             tensors = {k: v[indices] for k, v in tensors.items()}
         self._add_requests(prepared, indices, tensors)
         return True
-
-    def _per_item(self, rows: list[dict[str, Any] | None], prepared: Prepared) -> None:
-        groups: dict[tuple[tuple[int, ...], ...], list[tuple[int, list[NDArray[Any]]]]] = {}
-        for index, row in enumerate(rows):
-            if index in prepared.errors or row is None:
-                prepared.errors.setdefault(index, (MALFORMED, "item could not be read"))
-                continue
-            try:
-                arrays = self._item_tensors(row)
-            except ItemError as failure:
-                prepared.errors[index] = (failure.code, str(failure))
-                continue
-            key = tuple(a.shape for a in arrays)
-            groups.setdefault(key, []).append((index, arrays))
-        # Items of different shapes (variable dims) cannot share a request.
-        for members in groups.values():
-            indices = np.array([index for index, _ in members], dtype=np.intp)
-            tensors = {
-                b.tensor: np.stack([arrays[j] for _, arrays in members])
-                for j, b in enumerate(self.inputs)
-            }
-            self._add_requests(prepared, indices, tensors)
 
     def _add_requests(
         self, prepared: Prepared, indices: NDArray[np.intp], tensors: dict[str, NDArray[Any]]
@@ -178,38 +211,25 @@ class Preprocessor:
                 Request(indices[part], {k: v[part] for k, v in tensors.items()})
             )
 
-    def _item_tensors(self, row: dict[str, Any]) -> list[NDArray[Any]]:
-        if ITEM_FIELD in (b.field for b in self.inputs) or self.image or self.function:
-            row = self._transform(row)
-        arrays = []
-        for binding in self.inputs:
-            if binding.field not in row:
-                raise ItemError(MALFORMED, f"field {binding.field!r} is missing")
-            arrays.append(_to_array(binding, row[binding.field]))
-        return arrays
 
-    def _transform(self, row: dict[str, Any]) -> dict[str, Any]:
-        row = dict(row)
-        source = row.pop(SOURCE_FIELD, None)
-        # Only a file the reader listed is opened: a row's own fields never name what to fetch.
-        if isinstance(source, FileRef):
-            try:
-                row[ITEM_FIELD] = source.read()
-            except OSError as error:
-                raise ItemError(
-                    UNREADABLE, f"cannot read {row.get('path', source.path)}: {error}"
-                ) from None
-        if self.image is not None:
-            row[ITEM_FIELD] = decode_image(row.get(ITEM_FIELD), self.image, row.get("path"))
-        if self.function is not None:
-            try:
-                result = self.function(row)
-            except Exception as error:  # noqa: BLE001 (user code: any error fails the item)
-                raise ItemError(PREPROCESS_FAILED, f"{type(error).__name__}: {error}") from None
-            if not isinstance(result, dict):
-                raise ItemError(PREPROCESS_FAILED, "preprocess function did not return a dict")
-            row = {**row, **result}
-        return row
+def _table_rows(table: pa.RecordBatch | None) -> list[dict[str, Any] | None]:
+    return list(table.to_pylist()) if table is not None else []
+
+
+def _flat_values(column: pa.Array, binding: InputBinding) -> NDArray[Any] | None:
+    """A column's values as one flat numpy array; None when items differ in length."""
+    n = len(column)
+    while pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
+        lengths = pc.list_value_length(column).to_numpy()
+        if n and (lengths != lengths[0]).any():
+            return None
+        column, n = column.flatten(), int(lengths.sum()) if n else 0
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        # CSV values are text: Arrow parses the numbers (failures go item by item).
+        if binding.datatype == "BYTES" or not np.issubdtype(binding.dtype, np.number):
+            return None
+        column = pc.cast(column, pa.from_numpy_dtype(binding.dtype))
+    return column.to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
 
 
 def _shape(binding: InputBinding, values: NDArray[Any], n: int) -> tuple[int, ...]:
@@ -221,66 +241,3 @@ def _shape(binding: InputBinding, values: NDArray[Any], n: int) -> tuple[int, ..
             return tuple(per_item // known if d == -1 else d for d in shape)
         raise ValueError("shape mismatch")
     return shape
-
-
-def _to_array(binding: InputBinding, value: Any) -> NDArray[Any]:
-    if value is None:  # numpy would turn it into NaN silently
-        raise ItemError(MALFORMED, f"field {binding.field!r} is null")
-    try:
-        if binding.datatype == "BYTES":
-            array = np.asarray(value, dtype=object)
-        else:
-            array = np.asarray(value, dtype=binding.dtype)
-    except (ValueError, TypeError) as error:
-        shown = repr(value)[:80]
-        raise ItemError(
-            MALFORMED,
-            f"field {binding.field!r}: cannot convert {shown} to {binding.datatype} ({error})",
-        ) from None
-    shape = binding.shape
-    if -1 in shape:
-        if array.ndim != len(shape) or any(
-            d not in (-1, a) for d, a in zip(shape, array.shape, strict=True)
-        ):
-            if array.size == 1 and len(shape) == 1:
-                return array.reshape(1)
-            raise ItemError(
-                MALFORMED,
-                f"field {binding.field!r}: shape {list(array.shape)} does not fit {list(shape)}",
-            )
-        return array
-    if array.size != int(np.prod(shape)):
-        raise ItemError(
-            MALFORMED,
-            f"field {binding.field!r}: {array.size} values do not fit shape {list(shape)}",
-        )
-    return array.reshape(shape)
-
-
-def decode_image(data: Any, spec: ImagePreprocess, name: str | None) -> NDArray[Any]:
-    """Decode, convert, resize and normalize an image into a float32 array."""
-    if not isinstance(data, bytes | bytearray):
-        raise ItemError(MALFORMED, f"{name or 'item'}: no image bytes")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            converted = image.convert(spec.mode)
-            if spec.resize:
-                height, width = spec.resize
-                converted = converted.resize((width, height))
-            array = np.asarray(converted, dtype=np.float32)
-    except UnidentifiedImageError:
-        # Pillow's own text names its in-memory buffer ("<_io.BytesIO object at 0x...>").
-        raise ItemError(
-            UNREADABLE, f"cannot decode image {name or ''}: not an image format Pillow reads"
-        ) from None
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ItemError(UNREADABLE, f"cannot decode image {name or ''}: {error}") from None
-    if array.ndim == 2:
-        array = array[:, :, None]
-    array = array * spec.scale
-    if spec.mean is not None:
-        array = array - np.asarray(spec.mean, dtype=np.float32)
-    if spec.std is not None:
-        array = array / np.asarray(spec.std, dtype=np.float32)
-    return array.transpose(2, 0, 1) if spec.channels_first else array

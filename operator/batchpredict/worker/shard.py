@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batchpredict.io.layout import OutputLayout
+from batchpredict.io.readers import Dataset
 from batchpredict.triton.tensors import MAX_AUTO_CONCURRENCY
 from batchpredict.worker import exit_codes
 from batchpredict.worker.config import CannotStartError, WorkerEnv
@@ -20,7 +21,13 @@ from batchpredict.worker.pipeline import Settings, ShardPipeline
 from batchpredict.worker.preprocess import Preprocessor
 from batchpredict.worker.report import ApiSink, FileSink, ProgressReporter, ReportSink
 from batchpredict.worker.rounds import chunk_count, mark_redo_all, round_outcome, shard_work
-from batchpredict.worker.setup import load_dataset, open_layout, read_plan, setup_model
+from batchpredict.worker.setup import (
+    ModelSetup,
+    load_dataset,
+    open_layout,
+    read_plan,
+    setup_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +88,53 @@ def _sink(env: WorkerEnv, layout: OutputLayout, shard: int) -> ReportSink | None
     return None
 
 
-async def run_shard(env: WorkerEnv) -> dict[str, Any]:
+async def _build_pipeline(  # noqa: PLR0917 (what a shard's pipeline is made of)
+    env: WorkerEnv,
+    setup: ModelSetup,
+    dataset: Dataset,
+    layout: OutputLayout,
+    reporter: ProgressReporter,
+    chunk_items: int,
+) -> ShardPipeline:
+    """The shard's pipeline: settings from the spec and the model, its preprocessor (and
+    pool), the fields its reader needs to convert."""
     spec = env.spec
+    settings = Settings(
+        model=spec.model.name,
+        version=spec.model.version,
+        batch_size=setup.batch_size,
+        concurrency=setup.concurrency,
+        attempts=spec.retry.request_attempts,
+        backoff=spec.retry.request_backoff,
+        chunk_items=chunk_items,
+        output_format=spec.output.format.value,
+        round=env.round,
+        shard=env.shard or 0,  # set: run_shard checked
+        adaptive=spec.batching.concurrency is None,
+        max_concurrency=MAX_AUTO_CONCURRENCY,
+    )
+    preprocessor = await asyncio.to_thread(
+        Preprocessor,
+        setup.inputs,
+        spec.input.preprocess,
+        spec.output.include_fields,
+        setup.batch_size,
+        setup.info.max_batch_size > 0,
+    )
+    if not (spec.input.preprocess and spec.input.preprocess.function):
+        # What the tensors and the output use: JSONL converts no other field.
+        dataset.keep_only({b.field for b in setup.inputs} | set(spec.output.include_fields))
+    return ShardPipeline(
+        client=setup.client,
+        preprocessor=preprocessor,
+        outputs=setup.outputs,
+        settings=settings,
+        layout=layout,
+        on_commit=reporter.commit,
+    )
+
+
+async def run_shard(env: WorkerEnv) -> dict[str, Any]:
     shard = env.shard
     if shard is None:
         raise CannotStartError(exit_codes.REASON_INVALID_SPEC, "JOB_COMPLETION_INDEX is not set")
@@ -120,36 +172,8 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
         if todo:
             dataset = await load_dataset(env)
             setup = await setup_model(env, dataset, on_wait=reporter.waiting)
-            settings = Settings(
-                model=spec.model.name,
-                version=spec.model.version,
-                batch_size=setup.batch_size,
-                concurrency=setup.concurrency,
-                attempts=spec.retry.request_attempts,
-                backoff=spec.retry.request_backoff,
-                chunk_items=size,
-                output_format=spec.output.format.value,
-                round=env.round,
-                shard=shard,
-                adaptive=spec.batching.concurrency is None,
-                max_concurrency=MAX_AUTO_CONCURRENCY,
-            )
-            preprocessor = await asyncio.to_thread(
-                Preprocessor,
-                setup.inputs,
-                spec.input.preprocess,
-                spec.output.include_fields,
-                setup.batch_size,
-                setup.info.max_batch_size > 0,
-            )
-            pipeline = ShardPipeline(
-                client=setup.client,
-                preprocessor=preprocessor,
-                outputs=setup.outputs,
-                settings=settings,
-                layout=layout,
-                on_commit=reporter.commit,
-            )
+            pipeline = await _build_pipeline(env, setup, dataset, layout, reporter, size)
+            preprocessor = pipeline.preprocessor
             log.info(
                 "shard %d round %d: %d items, %d chunks to do, batch %d, concurrency %d",
                 shard,
@@ -159,10 +183,13 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
                 setup.batch_size,
                 setup.concurrency,
             )
-            with lean_gc():
-                started = time.monotonic()  # throughput of the pipeline, not of start-up
-                cpu = CpuClock()
-                await pipeline.run(work, todo, dataset.iter_items)
+            try:
+                with lean_gc():
+                    started = time.monotonic()  # throughput of the pipeline, not of start-up
+                    cpu = CpuClock()
+                    await pipeline.run(work, todo, dataset.iter_items)
+            finally:
+                await asyncio.to_thread(preprocessor.close)
         elapsed = time.monotonic() - started
         manifest = {
             "round": env.round,
@@ -180,8 +207,10 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
             "seconds": round(elapsed, 3),
             "itemsPerSecond": round(reporter.done_here / elapsed, 1) if elapsed > 0 else 0.0,
             # Where the pipeline's CPU went: the event loop is the one serial stage; `reading`
-            # (read, preprocess, encode requests) and `writing` (commit chunks) are threads; the
-            # rest of the process's is other threads (gRPC's own, report writes).
+            # (read, preprocess, encode requests) and `writing` (commit chunks) are threads;
+            # `preprocessing` (when items go to the pool: files, images, a function) is the
+            # pool's threads or processes; the rest of the process's is other threads (gRPC's
+            # own, report writes).
             "cpuSeconds": cpu.read(pipeline.cpu_seconds if pipeline else None),
             "peakMemoryMiB": peak_memory_mib(),
             "finishedAt": datetime.now(UTC).isoformat(),

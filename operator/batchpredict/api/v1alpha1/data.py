@@ -68,6 +68,14 @@ class Preprocess(ApiModel):
         description="`module:function` importable in the worker image; called with each item "
         "(a dict) and returns the dict of fields for the input tensors.",
     )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="Items preprocessed at once in each worker pod: threads that read files "
+        "and decode images, or processes that run `function`. Default: the pod's CPU limit "
+        "(its cgroup quota), else the cores it may run on.",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Preprocess:
