@@ -389,6 +389,11 @@ def test_a_run_named_with_253_characters_runs(
     )
 
 
+def serves(log: str) -> bool:
+    """Whether a peered kopf operator's last word on peering is that it resumed."""
+    return log.rfind("Resuming operations") > log.rfind("Pausing operations")
+
+
 def test_two_replicas_the_active_one_killed_the_standby_finishes(
     operator_process: OperatorProcess,
     triton_server: TritonHandle,
@@ -435,11 +440,18 @@ def test_two_replicas_the_active_one_killed_the_standby_finishes(
             lambda s: (s.get("items") or {}).get("succeeded", 0) > 0,
             "progress",
         )
-        # Peered replicas start paused; the one of the highest priority resumes and serves.
-        serving = [r for r in replicas if "Resuming operations" in r.log_path.read_text()]
-        assert len(serving) == 1, "exactly one replica serves, the other stands by"
-        (standby,) = [r for r in replicas if r is not serving[0]]
-        serving[0].kill()
+
+        # Peered replicas start paused; the one of the highest priority resumes and serves (one
+        # that started alone serves until it sees a higher one, then pauses).
+        def the_one_serving() -> OperatorProcess | None:
+            found = [r for r in replicas if serves(r.log_path.read_text())]
+            return found[0] if len(found) == 1 else None
+
+        active = cluster.wait_for(
+            the_one_serving, "exactly one replica serving, the other standing by"
+        )
+        (standby,) = [r for r in replicas if r is not active]
+        active.kill()
         status = wait_for_phase(
             cluster,
             name="ha",
@@ -448,7 +460,7 @@ def test_two_replicas_the_active_one_killed_the_standby_finishes(
             timeout=300,
             operator=standby,
         )["status"]
-        assert "Resuming operations" in standby.log_path.read_text()
+        assert serves(standby.log_path.read_text()), "the standby took over"
     finally:
         for replica in replicas:
             replica.kill()
