@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import yaml
@@ -194,8 +194,15 @@ def dataset(tmp_path: Path) -> Path:
     return write_items(tmp_path / "items.jsonl", list(range(3000)))
 
 
+class HasGrpcUrl(Protocol):
+    """A Triton server's address: a TritonHandle, or a test's own RestartableTriton."""
+
+    @property
+    def grpc_url(self) -> str: ...
+
+
 def batch_prediction(
-    name: str, triton: TritonHandle, dataset: Path, output: Path, **spec: Any
+    name: str, triton: HasGrpcUrl, dataset: Path, output: Path, **spec: Any
 ) -> dict[str, Any]:
     """A BatchPrediction of `dataset` through the test model `double` (spec overrides)."""
     body: dict[str, Any] = {
