@@ -1,4 +1,6 @@
-"""Runs one pod bound to a test node as local processes, the way a kubelet would.
+"""Runs one pod bound to a test node, the way a kubelet would: its containers as local
+processes, or in containers with runc from their images (tests.harness.runc: the container mode,
+chosen per namespace).
 
 Order: volumes, init containers one by one (native sidecars, i.e. init containers with
 `restartPolicy: Always`, start and stay up, their startup probe awaited), then the app
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tests.harness import podenv, probes
+from tests.harness import oci, podenv, probes, runc
 from tests.harness.kubeclient import ApiError, KubeClient
 
 MAX_BACKOFF = 10.0
@@ -49,6 +51,11 @@ class Container:
     started: bool = False
     # Set the first time the container counts as started (its startup probe passed).
     first_start: asyncio.Event = field(default_factory=asyncio.Event)
+    # Container mode only: the image, the security settings and the mounts of every run.
+    image: oci.Image | None = None
+    security: oci.Security | None = None
+    mounts: list[oci.Mount] = field(default_factory=list)
+    container_id: str = ""
 
     @property
     def name(self) -> str:
@@ -80,8 +87,10 @@ class Container:
             "state": self.state,
             "lastState": self.last_state,
         }
-        if self.proc is not None:
-            status["containerID"] = f"local://{self.proc.pid}"
+        if self.container_id:
+            status["containerID"] = self.container_id
+        if self.image is not None:
+            status["imageID"] = f"local://{self.image.rootfs.parent}"
         return status
 
 
@@ -108,6 +117,7 @@ class PodRunner:
         self._status_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._sidecars: list[asyncio.Task[bool]] = []
+        self.runc: runc.RuncPod | None = None
         self.task: asyncio.Task[None] = asyncio.create_task(self._run(), name=f"pod {self.path}")
 
     def _cdir(self, spec: dict[str, Any]) -> Path:
@@ -124,7 +134,13 @@ class PodRunner:
     async def _run(self) -> None:
         try:
             await self._prepare()
-        except (podenv.PodConfigError, ApiError, OSError) as err:
+        except (
+            podenv.PodConfigError,
+            oci.ContainerConfigError,
+            runc.ImageError,
+            ApiError,
+            OSError,
+        ) as err:
             reason = getattr(err, "reason", "CreateContainerError")
             for c in self.containers:
                 c.state = {"waiting": {"reason": reason, "message": str(err)}}
@@ -152,6 +168,8 @@ class PodRunner:
         self._apps_done = True
         for c in reversed([c for c in self.containers if c.kind == "sidecar"]):
             await self._kill(c, grace=5.0)
+        if self.runc is not None:
+            self.runc.remove_cgroups()
         if self._stopping.is_set():
             return
         failed = any(
@@ -169,13 +187,38 @@ class PodRunner:
             volumes[volume["name"]] = await podenv.materialize_volume(
                 volume, self.directory / "volumes" / volume["name"], self.pod, objects, self._token
             )
+        namespace = await self.node.client.get(f"/api/v1/namespaces/{self.ns}")
+        if runc.runtime_for(namespace) == "runc":
+            self.runc = runc.RuncPod(self.node.state_dir, self.pod, self.directory)
         base = {**self.node.base_env, "HOSTNAME": self.name}
         for c in self.containers:
             (c.root / "dev").mkdir(parents=True, exist_ok=True)
+            if self.runc is not None:
+                await self._prepare_container(c, volumes, objects)
+                continue
             podenv.link_mounts(c.root, c.spec, volumes)
             extra = {"BATCHPREDICT_CONTAINER_ROOT": str(c.root)}
             c.env = await podenv.container_env(self.pod, c.spec, base | extra, objects)
             c.state = {"waiting": {"reason": "PodInitializing"}}
+
+    async def _prepare_container(
+        self, c: Container, volumes: dict[str, Path], objects: podenv.ObjectCache
+    ) -> None:
+        """Container mode: the image, the environment, the security settings and the mounts."""
+        c.image = runc.find_image(c.spec.get("image", ""))
+        # The image's environment, then the service variables, then the container's own.
+        base = dict(e.split("=", 1) for e in c.image.env)
+        base |= {k: v for k, v in self.node.base_env.items() if k.startswith("KUBERNETES_")}
+        base["HOSTNAME"] = self.name
+        c.env = await podenv.container_env(self.pod, c.spec, base, objects)
+        c.security = oci.security(self.pod["spec"], c.spec, c.image)
+        message = c.spec.get("terminationMessagePath", "/dev/termination-log")
+        extra = [
+            *runc.etc_files(self.directory / "etc", self.name),
+            oci.Mount(message, c.root / message.lstrip("/")),
+        ]
+        c.mounts = runc.container_mounts(self.pod, c.spec, volumes, extra)
+        c.state = {"waiting": {"reason": "PodInitializing"}}
 
     async def _token(self, audience: str | None, seconds: int) -> str:
         sa = self.pod["spec"].get("serviceAccountName", "default")
@@ -233,7 +276,10 @@ class PodRunner:
         message_file.write_text("")
         started = now()
         try:
-            if not c.spec.get("command"):
+            cwd: Path | None = None
+            if self.runc is not None:
+                argv, cwd = await self._runc_argv(c, message_file)
+            elif not c.spec.get("command"):
                 raise FileNotFoundError("the test node agent runs no images: set the command")
             with c.log_path.open("ab") as log:
                 c.proc = await asyncio.create_subprocess_exec(
@@ -241,11 +287,14 @@ class PodRunner:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
-                    env=c.env,
-                    cwd=self._workdir(c),
+                    env=c.env if self.runc is None else None,
+                    cwd=cwd or self._workdir(c),
                     start_new_session=True,
                 )
-        except OSError as err:
+            c.container_id = (
+                f"runc://{self.runc.ids[c.name]}" if self.runc else f"local://{c.proc.pid}"
+            )
+        except (OSError, oci.ContainerConfigError) as err:
             c.state = {
                 "terminated": {
                     "exitCode": 128,
@@ -267,16 +316,20 @@ class PodRunner:
         code = await c.proc.wait()
         if probing:
             probing.cancel()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(c.proc.pid, signal.SIGKILL)  # what the container left behind dies with it
+        oom = False
+        if self.runc is not None:
+            oom = await self.runc.finish(c.name, c.directory / "run")
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(c.proc.pid, signal.SIGKILL)  # what the container left behind dies
         exit_code = 128 - code if code < 0 else code
         c.started = False
         terminated: dict[str, Any] = {
             "exitCode": exit_code,
-            "reason": "Completed" if exit_code == 0 else "Error",
+            "reason": "OOMKilled" if oom else "Completed" if exit_code == 0 else "Error",
             "startedAt": started,
             "finishedAt": now(),
-            "containerID": f"local://{c.proc.pid}",
+            "containerID": c.container_id,
         }
         message = self._termination_message(c, message_file, exit_code)
         if message:
@@ -284,6 +337,24 @@ class PodRunner:
         c.state = {"terminated": terminated}
         await self.report()
         return exit_code
+
+    async def _runc_argv(self, c: Container, message_file: Path) -> tuple[list[str], Path]:
+        """Container mode: the bundle of this run; the `runc run` argv and its directory."""
+        assert self.runc is not None and c.image is not None and c.security is not None
+        argv = [podenv.expand(a, c.env) for a in oci.command(c.spec, c.image)]
+        spec = oci.runtime_spec(
+            argv=argv,
+            env=c.env,
+            cwd=c.spec.get("workingDir") or c.image.working_dir,
+            hostname=self.name,
+            rootfs=c.image.rootfs,
+            sec=c.security,
+            mounts=c.mounts,
+            container=c.spec,
+            cgroups_path=self.runc.cgroups_path(c.name, c.restarts),
+        )
+        run_dir = c.directory / "run"
+        return await self.runc.create(c.name, c.restarts, spec, run_dir), run_dir
 
     def _workdir(self, c: Container) -> Path:
         workdir = c.spec.get("workingDir")
@@ -326,14 +397,19 @@ class PodRunner:
         proc = c.proc
         if proc is None or proc.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
+        await self._signal(c, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), grace)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            await self._signal(c, signal.SIGKILL)
             await proc.wait()
+
+    async def _signal(self, c: Container, sig: signal.Signals) -> None:
+        if self.runc is not None:
+            await self.runc.signal(c.name, sig)
+        elif c.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(c.proc.pid, sig)
 
     async def stop(self, grace: float) -> None:
         """Kill every container (app containers first, sidecars last) and report the end."""
@@ -350,6 +426,8 @@ class PodRunner:
         self.task.cancel()
         for task in self._sidecars:
             task.cancel()
+        if self.runc is not None:
+            await self.runc.discard_all()
         if not self.terminal:
             ok = all(c.state.get("terminated", {}).get("exitCode") == 0 for c in self.containers)
             self.phase = "Succeeded" if ok and self.initialized else "Failed"
