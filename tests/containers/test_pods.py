@@ -48,7 +48,8 @@ def test_the_image_runs_both_entry_points_as_65532_with_a_read_only_root(
         ns,
     )
     pod = finished_pod(cluster, "entry-points", ns)
-    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    states = {c: terminated(pod, c) for c in ("worker", "operator", "who")}
+    assert pod["status"]["phase"] == "Succeeded", states
     assert "usage: batchpredict-worker" in logs(cluster, "entry-points", ns, "worker")
     assert "usage: batchpredict-operator" in logs(cluster, "entry-points", ns, "operator")
     # uid, gid, root read-only, effective capabilities none (drop: [ALL]).

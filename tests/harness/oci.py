@@ -280,7 +280,6 @@ def runtime_spec(
             "env": [f"{k}={v}" for k, v in env.items()],
             "cwd": cwd or "/",
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
             "noNewPrivileges": sec.no_new_privileges,
         },
         "root": {"path": str(rootfs), "readonly": sec.read_only_root},
