@@ -92,7 +92,8 @@ export CLEAN_ENV="env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8"
 mapfile -t PACKAGES < <(grep -v '^\s*\(#\|$\)' "$ROOT/images/debian-packages.txt")
 log "root filesystem: mmdebstrap $SUITE minbase + ${PACKAGES[*]}"
 # Docs, man pages and locales are left out (as in debian:bookworm-slim); apt's lists are removed.
-# The hooks run inside the new root: the virtualenv, then pip (from its wheel) installs the
+# The hooks run inside the new root: user 65532 gets a passwd entry (getpass.getuser(), which
+# kopf calls, fails without one), the virtualenv, then pip (from its wheel) installs the
 # wheels offline; byte-code is compiled now because the root is read-only at run time.
 mmdebstrap --quiet --variant=minbase --mode=root --format=directory \
     --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
@@ -103,6 +104,7 @@ mmdebstrap --quiet --variant=minbase --mode=root --format=directory \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' \
     --customize-hook="mkdir -p \"\$1/tmp/wheels\" && cp $WORK/wheels/*.whl \"\$1/tmp/wheels/\"" \
+    --customize-hook='chroot "$1" $CLEAN_ENV sh -c "groupadd --gid 65532 nonroot && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin nonroot"' \
     --customize-hook='chroot "$1" $CLEAN_ENV python3 -m venv --without-pip /opt/batchpredict' \
     --customize-hook="chroot \"\$1\" $CLEAN_ENV /opt/batchpredict/bin/python /tmp/wheels/pip-$PIP_VERSION-py3-none-any.whl/pip install -q --no-index --no-cache-dir --disable-pip-version-check --find-links /tmp/wheels \"/tmp/wheels/$WHEEL[s3,gcs]\"" \
     --customize-hook='chroot "$1" $CLEAN_ENV /opt/batchpredict/bin/python -m compileall -q /opt/batchpredict/lib' \

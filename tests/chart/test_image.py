@@ -69,6 +69,9 @@ def test_both_recipes_configure_the_same_user_env_workdir_and_command() -> None:
     assert _flags("--config.env") == dockerfile_env
     assert re.findall(r"^CMD \[\"(\S+)\"\]$", final, re.MULTILINE) == _flags("--config.cmd")
     assert "ENTRYPOINT []" in final and "--clear=config.entrypoint" in _umoci_config()
+    # The user has a passwd entry (kopf looks its name up), the same in both.
+    useradd = re.findall(r"groupadd --gid 65532 .*? nonroot", DOCKERFILE)
+    assert useradd and useradd == re.findall(r"groupadd --gid 65532 .*? nonroot", BUILD_SH)
 
 
 def test_user_is_the_charts_numeric_non_root_user() -> None:

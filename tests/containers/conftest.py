@@ -12,9 +12,13 @@ from typing import Any
 import pytest
 
 from tests.harness.fixtures import Cluster
-from tests.harness.images import IMAGE, image, label_runc
+from tests.harness.images import IMAGE, image, label_runc, prebuild
 
 __all__ = ["IMAGE", "image", "label_runc"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    prebuild(config, items)
 
 
 @pytest.fixture

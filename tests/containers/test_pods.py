@@ -31,7 +31,7 @@ def test_the_image_runs_both_entry_points_as_65532_with_a_read_only_root(
 ) -> None:
     ns = runc_namespace
     who = (
-        "import os, pathlib; print(os.getuid(), os.getgid(), "
+        "import getpass, os, pathlib; print(os.getuid(), os.getgid(), getpass.getuser(), "
         "os.statvfs('/').f_flag & os.ST_RDONLY == os.ST_RDONLY, "
         "pathlib.Path('/proc/self/status').read_text().split('CapEff:')[1].split()[0])"
     )
@@ -52,10 +52,11 @@ def test_the_image_runs_both_entry_points_as_65532_with_a_read_only_root(
     assert pod["status"]["phase"] == "Succeeded", states
     assert "usage: batchpredict-worker" in logs(cluster, "entry-points", ns, "worker")
     assert "usage: batchpredict-operator" in logs(cluster, "entry-points", ns, "operator")
-    # uid, gid, root read-only, effective capabilities none (drop: [ALL]).
+    # uid, gid, user name (kopf looks it up), root read-only, no capabilities (drop: [ALL]).
     assert logs(cluster, "entry-points", ns, "who").split() == [
         "65532",
         "65532",
+        "nonroot",
         "True",
         "0000000000000000",
     ]

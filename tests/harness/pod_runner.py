@@ -341,6 +341,8 @@ class PodRunner:
     async def _runc_argv(self, c: Container, message_file: Path) -> tuple[list[str], Path]:
         """Container mode: the bundle of this run; the `runc run` argv and its directory."""
         assert self.runc is not None and c.image is not None and c.security is not None
+        # As the kubelet makes it: writable by the container's user.
+        await asyncio.to_thread(message_file.chmod, 0o666)
         argv = [podenv.expand(a, c.env) for a in oci.command(c.spec, c.image)]
         spec = oci.runtime_spec(
             argv=argv,
