@@ -98,7 +98,12 @@ def contained_release(
 
 
 def _run(
-    name: str, triton: TritonHandle, env: dict[str, str], prefix: str, **extra: Any
+    name: str,
+    triton: TritonHandle,
+    env: dict[str, str],
+    prefix: str,
+    worker: dict[str, Any] | None = None,
+    **spec: Any,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "batchpredict.io/v1alpha1",
@@ -115,7 +120,8 @@ def _run(
             "output": {"uri": f"s3://{BUCKET}/{prefix}/{name}"},
             "shards": 2,
             "parallelism": 2,
-            "worker": {"env": [{"name": k, "value": v} for k, v in env.items()], **extra},
+            "worker": {"env": [{"name": k, "value": v} for k, v in env.items()], **(worker or {})},
+            **spec,
         },
     }
 
@@ -174,6 +180,15 @@ def test_the_chart_serves_runs_in_containers_from_the_image(
     assert all(i.startswith("runc://") for pod_ids in ids.values() for i in pod_ids), ids
 
 
+# Found by this test (2026-12-02): the shard pods are OOM-killed (as asserted first), but the
+# operator turns that into item failures: with this run's `retry.maxRounds: 0` it ends Failed
+# with "0 of 16 items succeeded, 16 failed" (items.failed 16); with the default 3 retry rounds
+# it even ends Succeeded with "0 of 16 items succeeded" and 16 items pending (reconcile/run.py
+# `finalize` -> `terminal_phase` judges by failed items only). Strict: it fails once fixed.
+@pytest.mark.xfail(
+    strict=True,
+    reason="operator defect: shard pods that died (OOMKilled) are counted as item failures",
+)
 def test_an_oom_killed_worker_is_a_pod_failure_not_an_item_failure(
     chart_crds: Cluster,
     namespace: str,
@@ -188,8 +203,11 @@ def test_an_oom_killed_worker_is_a_pod_failure_not_an_item_failure(
     pad = "x" * (4 * 2**20)
     items = "".join(json.dumps({"id": f"item-{n}", "x": n, "pad": pad}) + "\n" for n in range(16))
     fs.pipe_file(f"{BUCKET}/{namespace}/items.jsonl", items.encode())
-    limits = {"resources": {"limits": {"memory": "64Mi"}}}
-    cluster.apply(_run("starved", triton_server, env, namespace, **limits), namespace)
+    worker = {"resources": {"limits": {"memory": "64Mi"}}}
+    # One pod per shard, no retry round: the pods' fate decides at once.
+    retry = {"maxRounds": 0, "shardBackoffLimit": 0}
+    run = _run("starved", triton_server, env, namespace, worker=worker, retry=retry)
+    cluster.apply(run, namespace)
     status = _finished(cluster, "starved", namespace, timeout=300)
     print(json.dumps({k: status.get(k) for k in ("phase", "reason", "message", "items")}))
     pods = cluster.get("pods", namespace=namespace)["items"]
