@@ -11,8 +11,8 @@
 # images/Dockerfile describes the same image for users with Docker.
 #
 # Output: $BATCHPREDICT_CACHE/images/<hash of the inputs>/ (default ~/.cache/batchpredict):
-#   batchpredict.oci.tar, oci/ (the layout), rootfs/ (the image's filesystem, which the local
-#   cluster's node agent runs containers from), image.json (ref, size, build time),
+#   batchpredict.oci.tar, config.json (the OCI image config), rootfs/ (the image's filesystem,
+#   which the local cluster's node agent runs containers from), image.json (ref, size, time),
 #   debian-packages.lock (every Debian package in the image, with its version).
 # The image is then "loaded" into this checkout's local runtime: .cluster/images/<ref> links to
 # that directory. A second build with the same inputs only relinks (the cache).
@@ -78,7 +78,11 @@ trap 'rm -rf "$WORK"' EXIT
 # -- the wheels: the package and its pinned dependencies, binary only -----------------------------
 log "wheels (pip cache) for $REF"
 mkdir -p "$WORK/wheels"
-"$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$WORK/wheels" "$ROOT" >&2 \
+# From a copy of exactly the hashed sources (setuptools leaves build/ where it builds).
+mkdir -p "$WORK/src"
+(cd "$ROOT" && cp -r pyproject.toml README.md operator "$WORK/src/")
+find "$WORK/src" -depth \( -name __pycache__ -o -name '*.egg-info' \) -exec rm -rf {} +
+"$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$WORK/wheels" "$WORK/src" >&2 \
     || fail "building the batchpredict wheel failed"
 WHEEL="$(basename "$(ls "$WORK"/wheels/batchpredict-*.whl)")"
 "$PYTHON" -m pip download -q --only-binary=:all: --dest "$WORK/wheels" \
@@ -152,7 +156,17 @@ for manifest in index["manifests"]:
 json.dump(index, open(path, "w"))
 EOF
 tar -C oci -cf batchpredict.oci.tar .
-mv bundle/rootfs rootfs && rm -rf bundle
+# The node agent needs the image's config and its filesystem, not a second copy of the layer.
+"$PYTHON" - oci config.json <<'EOF'
+import json, pathlib, sys
+layout, out = pathlib.Path(sys.argv[1]), sys.argv[2]
+def blob(digest):
+    algorithm, hexdigest = digest.split(":", 1)
+    return json.loads((layout / "blobs" / algorithm / hexdigest).read_text())
+manifest = blob(json.loads((layout / "index.json").read_text())["manifests"][0]["digest"])
+json.dump(blob(manifest["config"]["digest"]), open(out, "w"), indent=2)
+EOF
+mv bundle/rootfs rootfs && rm -rf bundle oci
 
 size=$(stat -c %s batchpredict.oci.tar)
 rootfs_size=$(du -sb rootfs | cut -f1)
@@ -165,7 +179,9 @@ json.dump({"ref": ref, "inputsHash": digest, "archiveBytes": int(size), "rootfsB
            "sizeHuman": human, "buildSeconds": int(seconds)}, open(path, "w"), indent=2)
 EOF
 cd /
-rm -rf "$OUT" && mv "$WORK" "$OUT"
+rm -rf "$WORK/src" "$WORK/wheels" "$OUT" && mv "$WORK" "$OUT"
+# Keep the 3 newest images (each about 750 MiB); a checkout whose image went is rebuilt on use.
+ls -1dt "$CACHE"/*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
 trap - EXIT
 load
 log "built $REF in ${seconds} s: $(stat -c %s "$OUT/batchpredict.oci.tar" | awk '{printf "%.0f MiB", $1/1048576}') archive, $(du -sb "$OUT/rootfs" | awk '{printf "%.0f MiB", $1/1048576}') unpacked"

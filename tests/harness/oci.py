@@ -95,16 +95,8 @@ class Image:
 
     @classmethod
     def load(cls, ref: str, directory: Path) -> Image:
-        """The image images/build.sh left in `directory` (oci/ layout, rootfs/)."""
-        layout = directory / "oci"
-        index = json.loads((layout / "index.json").read_text())
-
-        def blob(digest: str) -> dict[str, Any]:
-            algorithm, hexdigest = digest.split(":", 1)
-            return dict(json.loads((layout / "blobs" / algorithm / hexdigest).read_text()))
-
-        manifest = blob(index["manifests"][0]["digest"])
-        config = blob(manifest["config"]["digest"]).get("config") or {}
+        """The image images/build.sh left in `directory` (config.json, rootfs/)."""
+        config = json.loads((directory / "config.json").read_text()).get("config") or {}
         return cls(
             ref=ref,
             rootfs=directory / "rootfs",

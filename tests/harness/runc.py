@@ -50,7 +50,7 @@ def runtime_for(namespace: dict[str, Any]) -> str:
 def find_image(ref: str, store: Path = IMAGE_STORE) -> oci.Image:
     # A ref without a registry or tag is looked up as written; no "latest" guessing.
     directory = store / oci.store_key(ref)
-    if not (directory / "oci" / "index.json").is_file():
+    if not (directory / "config.json").is_file():
         raise ImageError(
             f'image "{ref}" is not present on the node (this checkout\'s store is {store}; '
             "`make images` builds and loads ghcr.io/batchpredict/batchpredict)"
