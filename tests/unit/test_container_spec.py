@@ -48,13 +48,8 @@ def test_a_container_with_no_command_anywhere_cannot_be_created() -> None:
 
 
 def test_the_user_comes_from_the_container_then_the_pod_then_the_image() -> None:
-    assert (
-        oci.security({}, {"name": "c"}, IMAGE).uid,
-        oci.security({}, {"name": "c"}, IMAGE).gid,
-    ) == (
-        65532,
-        65532,
-    )
+    image_only = oci.security({}, {"name": "c"}, IMAGE)
+    assert (image_only.uid, image_only.gid) == (65532, 65532)
     pod = {"securityContext": {"runAsUser": 1000, "runAsGroup": 2000, "fsGroup": 3000}}
     sec = oci.security(pod, {"name": "c"}, IMAGE)
     assert (sec.uid, sec.gid, sec.groups) == (1000, 2000, (3000,))
