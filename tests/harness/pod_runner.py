@@ -51,10 +51,8 @@ class Container:
     started: bool = False
     # Set the first time the container counts as started (its startup probe passed).
     first_start: asyncio.Event = field(default_factory=asyncio.Event)
-    # Container mode only: the image, the security settings and the mounts of every run.
-    image: oci.Image | None = None
-    security: oci.Security | None = None
-    mounts: list[oci.Mount] = field(default_factory=list)
+    # Container mode only: the image, env, security settings and mounts of every run.
+    prepared: runc.Prepared | None = None
     container_id: str = ""
 
     @property
@@ -89,8 +87,8 @@ class Container:
         }
         if self.container_id:
             status["containerID"] = self.container_id
-        if self.image is not None:
-            status["imageID"] = f"local://{self.image.rootfs.parent}"
+        if self.prepared is not None:
+            status["imageID"] = f"local://{self.prepared.image.rootfs.parent}"
         return status
 
 
@@ -194,31 +192,16 @@ class PodRunner:
         for c in self.containers:
             (c.root / "dev").mkdir(parents=True, exist_ok=True)
             if self.runc is not None:
-                await self._prepare_container(c, volumes, objects)
+                c.prepared = await self.runc.prepare(
+                    c.spec, volumes, objects, self.node.base_env, c.root
+                )
+                c.env = c.prepared.env
+                c.state = {"waiting": {"reason": "PodInitializing"}}
                 continue
             podenv.link_mounts(c.root, c.spec, volumes)
             extra = {"BATCHPREDICT_CONTAINER_ROOT": str(c.root)}
             c.env = await podenv.container_env(self.pod, c.spec, base | extra, objects)
             c.state = {"waiting": {"reason": "PodInitializing"}}
-
-    async def _prepare_container(
-        self, c: Container, volumes: dict[str, Path], objects: podenv.ObjectCache
-    ) -> None:
-        """Container mode: the image, the environment, the security settings and the mounts."""
-        c.image = runc.find_image(c.spec.get("image", ""))
-        # The image's environment, then the service variables, then the container's own.
-        base = dict(e.split("=", 1) for e in c.image.env)
-        base |= {k: v for k, v in self.node.base_env.items() if k.startswith("KUBERNETES_")}
-        base["HOSTNAME"] = self.name
-        c.env = await podenv.container_env(self.pod, c.spec, base, objects)
-        c.security = oci.security(self.pod["spec"], c.spec, c.image)
-        message = c.spec.get("terminationMessagePath", "/dev/termination-log")
-        extra = [
-            *runc.etc_files(self.directory / "etc", self.name),
-            oci.Mount(message, c.root / message.lstrip("/")),
-        ]
-        c.mounts = runc.container_mounts(self.pod, c.spec, volumes, extra)
-        c.state = {"waiting": {"reason": "PodInitializing"}}
 
     async def _token(self, audience: str | None, seconds: int) -> str:
         sa = self.pod["spec"].get("serviceAccountName", "default")
@@ -340,23 +323,11 @@ class PodRunner:
 
     async def _runc_argv(self, c: Container, message_file: Path) -> tuple[list[str], Path]:
         """Container mode: the bundle of this run; the `runc run` argv and its directory."""
-        assert self.runc is not None and c.image is not None and c.security is not None
+        assert self.runc is not None and c.prepared is not None
         # As the kubelet makes it: writable by the container's user.
         await asyncio.to_thread(message_file.chmod, 0o666)
-        argv = [podenv.expand(a, c.env) for a in oci.command(c.spec, c.image)]
-        spec = oci.runtime_spec(
-            argv=argv,
-            env=c.env,
-            cwd=c.spec.get("workingDir") or c.image.working_dir,
-            hostname=self.name,
-            rootfs=c.image.rootfs,
-            sec=c.security,
-            mounts=c.mounts,
-            container=c.spec,
-            cgroups_path=self.runc.cgroups_path(c.name, c.restarts),
-        )
         run_dir = c.directory / "run"
-        return await self.runc.create(c.name, c.restarts, spec, run_dir), run_dir
+        return await self.runc.run_argv(c.spec, c.prepared, c.restarts, run_dir), run_dir
 
     def _workdir(self, c: Container) -> Path:
         workdir = c.spec.get("workingDir")

@@ -20,10 +20,11 @@ import json
 import os
 import shutil
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.harness import oci
+from tests.harness import oci, podenv
 
 RUNTIME_LABEL = "batchpredict.io/node-runtime"
 RUNTIME_ENV = "BATCHPREDICT_NODE_RUNTIME"
@@ -58,6 +59,16 @@ def find_image(ref: str, store: Path = IMAGE_STORE) -> oci.Image:
     return oci.Image.load(ref, directory.resolve())
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What every run of one container uses: its image, environment, security and mounts."""
+
+    image: oci.Image
+    env: dict[str, str]
+    security: oci.Security
+    mounts: list[oci.Mount]
+
+
 class RuncPod:
     """The runc side of one pod: bundles, runs, signals and cgroups of its containers."""
 
@@ -69,6 +80,49 @@ class RuncPod:
         self.cgroup_parent = f"/batchpredict/pod{self.uid}"
         self.ids: dict[str, str] = {}  # container name -> id of its current run
         self.run_dirs: dict[str, Path] = {}  # container name -> bundle of its current run
+
+    async def prepare(
+        self,
+        spec: dict[str, Any],
+        volumes: dict[str, Path],
+        objects: podenv.ObjectCache,
+        node_env: dict[str, str],
+        root: Path,
+    ) -> Prepared:
+        """Container `spec` before its first run (`root`: its directory of files for the pod)."""
+        image = find_image(spec.get("image", ""))
+        name = self.pod["metadata"]["name"]
+        # The image's environment, then the service variables, then the container's own.
+        base = dict(e.split("=", 1) for e in image.env)
+        base |= {k: v for k, v in node_env.items() if k.startswith("KUBERNETES_")}
+        base["HOSTNAME"] = name
+        env = await podenv.container_env(self.pod, spec, base, objects)
+        security = oci.security(self.pod["spec"], spec, image)
+        message = spec.get("terminationMessagePath", "/dev/termination-log")
+        extra = [
+            *etc_files(self.directory / "etc", name),
+            oci.Mount(message, root / message.lstrip("/")),
+        ]
+        return Prepared(image, env, security, container_mounts(self.pod, spec, volumes, extra))
+
+    async def run_argv(
+        self, spec: dict[str, Any], prepared: Prepared, restarts: int, run_dir: Path
+    ) -> list[str]:
+        """The bundle of run `restarts` of container `spec`; the `runc run` argv."""
+        image = prepared.image
+        argv = [podenv.expand(a, prepared.env) for a in oci.command(spec, image)]
+        runtime_spec = oci.runtime_spec(
+            argv=argv,
+            env=prepared.env,
+            cwd=spec.get("workingDir") or image.working_dir,
+            hostname=self.pod["metadata"]["name"],
+            rootfs=image.rootfs,
+            sec=prepared.security,
+            mounts=prepared.mounts,
+            container=spec,
+            cgroups_path=self.cgroups_path(spec["name"], restarts),
+        )
+        return await self.create(spec["name"], restarts, runtime_spec, run_dir)
 
     # -- one run -----------------------------------------------------------------------------
     async def create(
