@@ -42,8 +42,8 @@ helm:  ## build helm from the Go module proxy (cached outside the repo); prints 
 chart-test: $(STAMP)  ## the chart tier: helm lint/template, dry runs, install/upgrade/uninstall
 	$(BIN)/pytest -ra tests/chart tests/unit/test_chart_crds.py
 
-images:  ## build the container image (needs a Docker-compatible engine)
-	@bash images/build.sh
+images: $(STAMP)  ## build the image without Docker (mmdebstrap + umoci, as root; cached by content)
+	@PYTHON=$(abspath $(BIN)/python) bash images/build.sh
 
 kind-e2e: $(STAMP)  ## kind cluster + images + chart, then the cluster and chart tiers (needs Docker)
 	@bash hack/kind-e2e.sh

@@ -18,7 +18,9 @@ for tool in docker kind; do
     fi
 done
 helm="$(bash hack/helm/build.sh | tail -1)"
-image="$(bash images/build.sh | tail -1)"
+# The image as `make images` builds it (mmdebstrap + umoci, as root), loaded from its OCI archive.
+image_dir="$(PYTHON="$ROOT/.venv/bin/python" bash images/build.sh | tail -1)"
+image="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ref"])' "$image_dir/image.json")"
 
 if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
     kind create cluster --name "$CLUSTER" --wait 180s
@@ -26,7 +28,7 @@ fi
 if [[ "${KEEP_CLUSTER:-0}" != 1 ]]; then
     trap 'kind delete cluster --name "$CLUSTER"' EXIT
 fi
-kind load docker-image "$image" --name "$CLUSTER"
+kind load image-archive "$image_dir/batchpredict.oci.tar" --name "$CLUSTER"
 export KUBECONFIG="$ROOT/.cluster/kind-$CLUSTER.kubeconfig"
 mkdir -p "$(dirname "$KUBECONFIG")"
 kind get kubeconfig --name "$CLUSTER" >"$KUBECONFIG"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.chart.helm import Helm, HelmBuildError, build_helm
+from tests.harness import images
 
 _build_error: list[str] = []
 
@@ -18,6 +19,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     here = Path(__file__).parent
     if not any(here in Path(str(item.path)).parents for item in items):
         return
+    images.prebuild(config, items)  # test_containers.py needs the image
     capture = config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         try:

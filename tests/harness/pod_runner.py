@@ -1,4 +1,6 @@
-"""Runs one pod bound to a test node as local processes, the way a kubelet would.
+"""Runs one pod bound to a test node, the way a kubelet would: its containers as local
+processes, or in containers with runc from their images (tests.harness.runc: the container mode,
+chosen per namespace).
 
 Order: volumes, init containers one by one (native sidecars, i.e. init containers with
 `restartPolicy: Always`, start and stay up, their startup probe awaited), then the app
@@ -20,7 +22,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from tests.harness import podenv, probes
+from tests.harness import oci, podenv, probes, runc
 from tests.harness.kubeclient import ApiError, KubeClient
 
 MAX_BACKOFF = 10.0
@@ -53,6 +55,9 @@ class Container:
     started: bool = False
     # Set the first time the container counts as started (its startup probe passed).
     first_start: asyncio.Event = field(default_factory=asyncio.Event)
+    # Container mode only: the image, env, security settings and mounts of every run.
+    prepared: runc.Prepared | None = None
+    container_id: str = ""
 
     @property
     def name(self) -> str:
@@ -84,8 +89,10 @@ class Container:
             "state": self.state,
             "lastState": self.last_state,
         }
-        if self.proc is not None:
-            status["containerID"] = f"local://{self.proc.pid}"
+        if self.container_id:
+            status["containerID"] = self.container_id
+        if self.prepared is not None:
+            status["imageID"] = f"local://{self.prepared.image.rootfs.parent}"
         return status
 
 
@@ -112,6 +119,7 @@ class PodRunner:
         self._status_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._sidecars: list[asyncio.Task[bool]] = []
+        self.runc: runc.RuncPod | None = None
         self.task: asyncio.Task[None] = asyncio.create_task(self._run(), name=f"pod {self.path}")
 
     def _cdir(self, spec: dict[str, Any]) -> Path:
@@ -128,7 +136,13 @@ class PodRunner:
     async def _run(self) -> None:
         try:
             await self._prepare()
-        except (podenv.PodConfigError, ApiError, OSError) as err:
+        except (
+            podenv.PodConfigError,
+            oci.ContainerConfigError,
+            runc.ImageError,
+            ApiError,
+            OSError,
+        ) as err:
             reason = getattr(err, "reason", "CreateContainerError")
             for c in self.containers:
                 c.state = {"waiting": {"reason": reason, "message": str(err)}}
@@ -156,6 +170,8 @@ class PodRunner:
         self._apps_done = True
         for c in reversed([c for c in self.containers if c.kind == "sidecar"]):
             await self._kill(c, grace=5.0)
+        if self.runc is not None:
+            self.runc.remove_cgroups()
         if self._stopping.is_set():
             return
         failed = any(
@@ -173,9 +189,19 @@ class PodRunner:
             volumes[volume["name"]] = await podenv.materialize_volume(
                 volume, self.directory / "volumes" / volume["name"], self.pod, objects, self._token
             )
+        namespace = await self.node.client.get(f"/api/v1/namespaces/{self.ns}")
+        if runc.runtime_for(namespace) == "runc":
+            self.runc = runc.RuncPod(self.node.state_dir, self.pod, self.directory)
         base = {**self.node.base_env, "HOSTNAME": self.name}
         for c in self.containers:
             (c.root / "dev").mkdir(parents=True, exist_ok=True)
+            if self.runc is not None:
+                c.prepared = await self.runc.prepare(
+                    c.spec, volumes, objects, self.node.base_env, c.root
+                )
+                c.env = c.prepared.env
+                c.state = {"waiting": {"reason": "PodInitializing"}}
+                continue
             podenv.link_mounts(c.root, c.spec, volumes)
             extra = {"BATCHPREDICT_CONTAINER_ROOT": str(c.root)}
             c.env = await podenv.container_env(self.pod, c.spec, base | extra, objects)
@@ -237,7 +263,10 @@ class PodRunner:
         message_file.write_text("")
         started = now()
         try:
-            if not c.spec.get("command"):
+            cwd: Path | None = None
+            if self.runc is not None:
+                argv, cwd = await self._runc_argv(c, message_file)
+            elif not c.spec.get("command"):
                 raise FileNotFoundError("the test node agent runs no images: set the command")
             with c.log_path.open("ab") as log:
                 c.proc = await asyncio.create_subprocess_exec(
@@ -245,11 +274,14 @@ class PodRunner:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
-                    env=c.env,
-                    cwd=self._workdir(c),
+                    env=c.env if self.runc is None else None,
+                    cwd=cwd or self._workdir(c),
                     start_new_session=True,
                 )
-        except OSError as err:
+            c.container_id = (
+                f"runc://{self.runc.ids[c.name]}" if self.runc else f"local://{c.proc.pid}"
+            )
+        except (OSError, oci.ContainerConfigError) as err:
             c.state = {
                 "terminated": {
                     "exitCode": 128,
@@ -271,16 +303,20 @@ class PodRunner:
         code = await c.proc.wait()
         if probing:
             probing.cancel()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(c.proc.pid, signal.SIGKILL)  # what the container left behind dies with it
+        oom = False
+        if self.runc is not None:
+            oom = await self.runc.finish(c.name, c.directory / "run")
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(c.proc.pid, signal.SIGKILL)  # what the container left behind dies
         exit_code = 128 - code if code < 0 else code
         c.started = False
         terminated: dict[str, Any] = {
             "exitCode": exit_code,
-            "reason": "Completed" if exit_code == 0 else "Error",
+            "reason": "OOMKilled" if oom else "Completed" if exit_code == 0 else "Error",
             "startedAt": started,
             "finishedAt": now(),
-            "containerID": f"local://{c.proc.pid}",
+            "containerID": c.container_id,
         }
         message = self._termination_message(c, message_file, exit_code)
         if message:
@@ -288,6 +324,14 @@ class PodRunner:
         c.state = {"terminated": terminated}
         await self.report()
         return exit_code
+
+    async def _runc_argv(self, c: Container, message_file: Path) -> tuple[list[str], Path]:
+        """Container mode: the bundle of this run; the `runc run` argv and its directory."""
+        assert self.runc is not None and c.prepared is not None
+        # As the kubelet makes it: writable by the container's user.
+        await asyncio.to_thread(message_file.chmod, 0o666)
+        run_dir = c.directory / "run"
+        return await self.runc.run_argv(c.spec, c.prepared, c.restarts, run_dir), run_dir
 
     def _workdir(self, c: Container) -> Path:
         workdir = c.spec.get("workingDir")
@@ -330,14 +374,19 @@ class PodRunner:
         proc = c.proc
         if proc is None or proc.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
+        await self._signal(c, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), grace)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            await self._signal(c, signal.SIGKILL)
             await proc.wait()
+
+    async def _signal(self, c: Container, sig: signal.Signals) -> None:
+        if self.runc is not None:
+            await self.runc.signal(c.name, sig)
+        elif c.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(c.proc.pid, sig)
 
     async def stop(self, grace: float) -> None:
         """Kill every container (app containers first, sidecars last) and report the end."""
@@ -354,6 +403,8 @@ class PodRunner:
         self.task.cancel()
         for task in self._sidecars:
             task.cancel()
+        if self.runc is not None:
+            await self.runc.discard_all()
         if not self.terminal:
             ok = all(c.state.get("terminated", {}).get("exitCode") == 0 for c in self.containers)
             self.phase = "Succeeded" if ok and self.initialized else "Failed"

@@ -148,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    usage = f"usage: batchpredict-worker {{{'|'.join(ROLES)}}}\n"
+    if args in (["--help"], ["-h"]):
+        sys.stdout.write(usage)
+        return exit_codes.OK
     if len(args) != 1 or args[0] not in ROLES:
-        sys.stderr.write(f"usage: batchpredict-worker {{{'|'.join(ROLES)}}}\n")
+        sys.stderr.write(usage)
         return exit_codes.USAGE
     return run(args[0])
 
