@@ -470,3 +470,58 @@ def test_two_replicas_the_active_one_killed_the_standby_finishes(
         child_job(cluster, "ha", namespace, s) for s in ("plan", "r0", "finalize")
     )
     assert_run_truth(cluster, "ha", namespace, output, 3000)
+
+
+def test_an_evicted_worker_pod_is_not_an_item_failure(
+    operator_process: OperatorProcess,
+    triton_server: TritonHandle,
+    cluster: Cluster,
+    namespace: str,
+    dataset: Path,
+    tmp_path: Path,
+) -> None:
+    """A shard pod evicted mid-run (node drain, preemption: the API server marks it
+    DisruptionTarget) is replaced without counting against the shard's retries, and no item
+    fails for it."""
+    output = tmp_path / "out"
+    spec = {
+        **SLOW,
+        "worker": {"env": [{"name": "BATCHPREDICT_CHUNK_ITEMS", "value": "100"}]},
+        "retry": {"shardBackoffLimit": 0, "maxRounds": 0},
+    }
+    cluster.apply(batch_prediction("evicted", triton_server, dataset, output, **spec), namespace)
+    wait_until(
+        cluster,
+        "evicted",
+        namespace,
+        lambda s: (s.get("items") or {}).get("succeeded", 0) >= 100,
+        "progress",
+    )
+    pods = cluster.get("pods", namespace=namespace)["items"]
+    running = [
+        p["metadata"]["name"]
+        for p in pods
+        if p["metadata"]["labels"].get("batchpredict.io/role") == "shards"
+        and p["status"].get("phase") == "Running"
+    ]
+    assert running, "a shard pod to evict"
+    eviction = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": running[0], "namespace": namespace},
+    }
+    cluster.kubectl(
+        "create",
+        "--raw",
+        f"/api/v1/namespaces/{namespace}/pods/{running[0]}/eviction",
+        "-f",
+        "-",
+        stdin=json.dumps(eviction),
+    )
+    status = wait_for_phase(
+        cluster, name="evicted", namespace=namespace, phases=TERMINAL, operator=operator_process
+    )["status"]
+    # With shardBackoffLimit 0, a counted pod failure would have failed the shard for good.
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert status["items"]["failed"] == 0
+    assert_run_truth(cluster, "evicted", namespace, output, 3000)

@@ -43,7 +43,7 @@ from batchpredict.reconcile.progress import (
 from batchpredict.reconcile.tenancy import started_by
 from batchpredict.worker.exit_codes import REASON_TRITON_UNAVAILABLE
 
-MODEL_REASONS = {"ModelNotFound", "ModelNotReady"}
+MODEL_REASONS = {"ModelNotFound", "ModelNotReady", REASON_TRITON_UNAVAILABLE}
 # How long a completed plan or finalize Job may go without its pod's result in the pod index.
 STEP_RESULT_GRACE = timedelta(seconds=60)
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
