@@ -19,7 +19,6 @@ from tests.e2e.conftest import (
     OperatorProcess,
     assert_run_truth,
     batch_prediction,
-    child_job,
     free_port,
     get_bp,
     wait_for_phase,
@@ -36,6 +35,31 @@ FAST_RETRY = {"initialSeconds": 2, "factor": 1, "jitter": 0}
 
 def jobs_of(cluster: Cluster, namespace: str) -> list[str]:
     return sorted(j["metadata"]["name"] for j in cluster.get("jobs", namespace=namespace)["items"])
+
+
+def assert_one_job_per_step(
+    cluster: Cluster, name: str, namespace: str, manual_retries: int = 0
+) -> None:
+    """One plan Job, one shard Job per round 0..status.round (automatic rounds may come from
+    transient errors under load), and exactly one round per manual retry request."""
+    status = get_bp(cluster, name, namespace)["status"]
+    jobs = cluster.get("jobs", namespace=namespace)["items"]
+    roles = [j["metadata"]["labels"]["batchpredict.io/role"] for j in jobs]
+    assert roles.count("plan") == 1, roles
+    rounds = sorted(
+        int(j["metadata"]["labels"]["batchpredict.io/round"])
+        for j in jobs
+        if j["metadata"]["labels"]["batchpredict.io/role"] == "shards"
+    )
+    assert rounds == list(range(status["round"] + 1)), rounds
+    requests = [
+        j["metadata"].get("annotations", {}).get("batchpredict.io/retry-request")
+        for j in jobs
+        if j["metadata"]["labels"]["batchpredict.io/role"] == "shards"
+    ]
+    manual = [r for r in requests if r]
+    assert len(manual) == len(set(manual)) == manual_retries, manual
+    assert all(len(j["metadata"]["name"]) <= 57 for j in jobs)
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -312,9 +336,7 @@ def test_the_operator_killed_at_random_points_never_doubles_a_step(
         gate.unlink(missing_ok=True)
     assert kills >= 4
     assert status["phase"] == "Succeeded", status.get("message")
-    steps = ("plan", "r0", "finalize", "r1", "finalize-r1")
-    wanted = sorted(child_job(cluster, "killed", namespace, step) for step in steps)
-    assert jobs_of(cluster, namespace) == wanted, "one Job per step, whatever was killed"
+    assert_one_job_per_step(cluster, "killed", namespace, manual_retries=1)
 
 
 def test_two_manual_retries_in_a_row(
@@ -362,7 +384,7 @@ def test_two_manual_retries_in_a_row(
     finally:
         gate.unlink(missing_ok=True)
     assert status["phase"] == "Succeeded"
-    assert status["round"] == 2
+    assert_one_job_per_step(cluster, "twice", namespace, manual_retries=2)
 
 
 def test_a_run_named_with_253_characters_runs(
@@ -466,9 +488,7 @@ def test_two_replicas_the_active_one_killed_the_standby_finishes(
             replica.kill()
         operator_process.start()
     assert status["phase"] == "Succeeded", status.get("message")
-    assert jobs_of(cluster, namespace) == sorted(
-        child_job(cluster, "ha", namespace, s) for s in ("plan", "r0", "finalize")
-    )
+    assert_one_job_per_step(cluster, "ha", namespace)
     assert_run_truth(cluster, "ha", namespace, output, 3000)
 
 
