@@ -243,7 +243,7 @@ def test_patient_ids_can_be_pseudonymised(tmp_path: Path, monkeypatch: pytest.Mo
     assert plain == "PATIENT-1"
     assert hidden.startswith("anon-") and "PATIENT" not in hidden
     assert hidden == pseudonym("PATIENT-1")  # stable: results group per patient
-    monkeypatch.setenv("BATCHPREDICT_PSEUDONYM_KEY", "secret")
+    monkeypatch.setenv("DICOM_PSEUDONYM_KEY", "secret")
     assert pseudonym("PATIENT-1") not in {hidden, None}
 
 

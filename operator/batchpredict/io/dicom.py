@@ -39,7 +39,7 @@ BASE_FIELDS = (
     "SeriesDescription",
     "BodyPartExamined",
 )
-PSEUDONYM_KEY_ENV = "BATCHPREDICT_PSEUDONYM_KEY"
+PSEUDONYM_KEY_ENV = "DICOM_PSEUDONYM_KEY"
 # Headers read at once: object stores answer each with a round trip.
 HEADER_THREADS = 8
 # Files that are DICOM but hold no image (the media directory).

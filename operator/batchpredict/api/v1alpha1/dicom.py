@@ -143,7 +143,7 @@ class DicomInput(ApiModel):
     pseudonymize_patient_id: bool = Field(
         default=False,
         description="Replace PatientID by a stable pseudonym (HMAC-SHA256 keyed by the "
-        "worker's BATCHPREDICT_PSEUDONYM_KEY environment variable, e.g. from a Secret, else "
+        "worker's DICOM_PSEUDONYM_KEY environment variable, e.g. from a Secret, else "
         "plain SHA-256): results still group per patient.",
     )
 
