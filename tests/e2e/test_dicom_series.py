@@ -4,20 +4,25 @@ fields; a series with a missing slice and a file that is not DICOM fail alone.""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pytest
+import yaml
 from pydicom.uid import generate_uid
 
 from tests.dicom_files import write_ct_series, write_monochrome1
 from tests.e2e.conftest import OperatorProcess, batch_prediction, get_bp, wait_for_phase
 from tests.e2e.invariant import TERMINAL, assert_run_truth
+from tests.e2e.test_api_server_validation import VALID, create
 from tests.harness.fixtures import Cluster
 from tests.harness.triton_server import TritonHandle
 
 CENTER, WIDTH = 40.0, 400.0
+EXAMPLE = Path(__file__).parents[2] / "examples" / "ct-series.yaml"
 
 
 def test_series_predictions_keyed_by_uid_and_grouped_per_study(
@@ -128,3 +133,29 @@ def test_series_predictions_keyed_by_uid_and_grouped_per_study(
     plan = json.loads((output / "plan.json").read_text())
     assert plan["total"] == len(ids)
     assert (output / "dicom-index.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("dicom", "expected"),
+    [
+        ({"sliceRange": [5, 2]}, "dicom.sliceRange: [start, stop) needs start < stop"),
+        ({"pixels": {"window": {"width": 400}}}, "window: set center and width, or fromFile"),
+        ({"granularity": "study"}, 'spec.input.dicom.granularity: Unsupported value: "study"'),
+    ],
+)
+def test_the_api_server_refuses_impossible_dicom_settings(
+    installed_crds: Cluster, namespace: str, dicom: dict[str, object], expected: str
+) -> None:
+    body = copy.deepcopy(VALID)
+    body["spec"]["input"] = {"uri": "/data/ct/", "format": "dicom", "dicom": dicom}
+    assert expected in create(installed_crds, body, namespace)
+    body["spec"]["input"] = {"uri": "/data/in.jsonl", "format": "jsonl", "dicom": {}}
+    assert "input.dicom: only with format: dicom" in create(installed_crds, body, namespace)
+
+
+def test_the_ct_series_example_is_accepted(installed_crds: Cluster, namespace: str) -> None:
+    example = yaml.safe_load(EXAMPLE.read_text())
+    example["spec"]["suspend"] = True  # admission only
+    assert create(installed_crds, example, namespace) == ""
+    stored = installed_crds.get("bp", example["metadata"]["name"], namespace)
+    assert stored["spec"]["input"]["dicom"]["pixels"]["invertMonochrome1"] is True  # default

@@ -305,3 +305,18 @@ def test_shards_never_split_a_series(tmp_path: Path) -> None:
                 covered.append(position)
         assert covered == list(range(total))
         assert all(len(s) == 1 for s in held.values()), (shards, held)
+
+
+def test_spec_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"input\.dicom: only with format: dicom"):
+        InputSpec.model_validate({"uri": "/d", "format": "files", "dicom": {}})
+    with pytest.raises(ValueError, match=r"DICOM pixels: input\.dicom\.pixels"):
+        InputSpec.model_validate(
+            {"uri": "/d", "format": "dicom", "preprocess": {"image": {"resize": [8, 8]}}}
+        )
+    with pytest.raises(ValueError, match="window: set center and width"):
+        InputSpec.model_validate(
+            {"uri": "/d", "format": "dicom", "dicom": {"pixels": {"window": {"center": 1}}}}
+        )
+    with pytest.raises(ValueError, match=r"sliceRange: \[start, stop\) needs start < stop"):
+        InputSpec.model_validate({"uri": "/d", "format": "dicom", "dicom": {"sliceRange": [3, 3]}})

@@ -122,6 +122,10 @@ class InputSpec(ApiModel):
     def _dicom_only_for_dicom(self) -> InputSpec:
         if self.dicom is not None and self.format != InputFormat.DICOM:
             raise ValueError("input.dicom: only with format: dicom")
+        if self.format == InputFormat.DICOM and self.preprocess and self.preprocess.image:
+            raise ValueError(
+                "input.preprocess.image: for `files`; DICOM pixels: input.dicom.pixels"
+            )
         return self
 
 
