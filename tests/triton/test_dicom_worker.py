@@ -11,7 +11,20 @@ import pytest
 
 from tests.dicom_files import write_ct_series
 from tests.harness.triton_server import TritonHandle
-from tests.triton.support import assert_each_id_once, final_failures, predictions, run_all
+from tests.triton.support import (
+    assert_each_id_once,
+    final_failures,
+    predictions,
+    run_all,
+    worker_env,
+)
+from tests.triton.test_object_stores import (
+    BUCKET,
+    ObjectStore,
+    run_role,
+    s3_store,  # noqa: F401 (the fixture)
+    store_spec,
+)
 
 pytestmark = pytest.mark.triton
 
@@ -57,3 +70,39 @@ def test_instances_of_a_series_stay_in_one_shard(
     assert plan["shards"] == 3 and len(plan["shardStarts"]) == 3
     assert len({s for shards in shards_of.values() for s in shards}) == 3
     assert len(predictions(out)) == 16
+
+
+def test_a_dicom_prefix_in_s3_is_predicted_per_series(
+    triton_server: TritonHandle, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Headers and pixels read from the store by the worker processes, as in pods."""
+    store: ObjectStore = request.getfixturevalue("s3_store")
+    expected: dict[str, int] = {}
+    for n, slices in enumerate((3, 4)):
+        _, series, made = write_ct_series(tmp_path / "local" / f"s{n}", slices=slices)
+        expected[series] = slices
+        for s in made:
+            store.fs.put_file(str(s.path), f"{BUCKET}/ct/{n}/{s.path.name}")
+    spec = store_spec(
+        triton_server,
+        "volume_stats",
+        {"uri": store.uri(f"{BUCKET}/ct/"), "format": "dicom"},
+        store.uri(f"{BUCKET}/ct-out"),
+        shards=1,
+    )
+    spec["model"]["inputs"] = [{"name": "volume", "field": "$item"}]
+    env = {**worker_env(spec, tmp_path), **store.pod_env}
+
+    plan = run_role("plan", env, tmp_path)
+    assert (plan["total"], plan["shards"]) == (2, 1)
+    run_role("shard", env, tmp_path, JOB_COMPLETION_INDEX="0")
+    result = run_role("finalize", env, tmp_path)
+
+    assert (result["total"], result["succeeded"], result["failed"]) == (2, 2, 0)
+    rows = [
+        row
+        for key in store.keys("ct-out/rounds")
+        if "predictions-" in key
+        for row in store.read_rows(key)
+    ]
+    assert {r["id"]: r["slices"] for r in rows} == expected

@@ -42,6 +42,7 @@ BASE_FIELDS = (
 PSEUDONYM_KEY_ENV = "DICOM_PSEUDONYM_KEY"
 # Headers read at once: object stores answer each with a round trip.
 HEADER_THREADS = 8
+HEADER_BLOCK = 64 * 1024
 # Files that are DICOM but hold no image (the media directory).
 _NOT_IMAGES = frozenset({"DICOMDIR"})
 
@@ -132,7 +133,8 @@ def read_header(fs: Any, path: str, name: str, keywords: Sequence[str]) -> Insta
     from pydicom.errors import InvalidDicomError  # noqa: PLC0415
 
     try:
-        with fs.open(path, "rb") as handle:
+        # Small read-ahead: object stores would fetch megabytes of pixels with the header.
+        with fs.open(path, "rb", block_size=HEADER_BLOCK) as handle:
             ds = pydicom.dcmread(handle, stop_before_pixels=True)
     except InvalidDicomError:
         return Instance(path, name, error=(UNREADABLE, f"{name}: not a DICOM file"))
