@@ -320,3 +320,22 @@ def test_spec_errors_name_the_field() -> None:
         )
     with pytest.raises(ValueError, match=r"sliceRange: \[start, stop\) needs start < stop"):
         InputSpec.model_validate({"uri": "/d", "format": "dicom", "dicom": {"sliceRange": [3, 3]}})
+
+
+def test_groups_follow_select_where_and_limit(tmp_path: Path) -> None:
+    write_ct_series(tmp_path / "a", slices=4)
+    write_ct_series(tmp_path / "b", slices=5, body_part="HEAD")
+    write_ct_series(tmp_path / "c", slices=6)
+    spec = {
+        "uri": str(tmp_path),
+        "format": "dicom",
+        "dicom": {"granularity": "instance"},
+        "select": {"where": {"BodyPartExamined": "CHEST"}, "limit": 7},
+    }
+    data = open_dataset(InputSpec.model_validate(spec))
+    assert data.count() == 7
+    groups = data.group_sizes()
+    assert groups is not None and sum(groups) == 7
+    assert sorted(groups) in ([3, 4], [1, 6])  # the second series cut by the limit
+    assert {r["BodyPartExamined"] for r in rows(data).values()} == {"CHEST"}
+    assert dataset(tmp_path).group_sizes() is None  # series items: any cut is between series

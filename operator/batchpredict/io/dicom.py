@@ -255,39 +255,32 @@ class DicomIndex:
             extra = ["SOPInstanceUID", "sliceIndex"]
         return [*_keywords(self.settings), *extra]
 
-    def group_sizes(self) -> list[int] | None:
-        """Items per series for instance items (the plan never cuts inside one); None for
-        series items (one item each: any cut is between series)."""
-        if self.settings.granularity == Granularity.SERIES:
-            return None
-        return self._group_sizes
+    @property
+    def instance_items(self) -> bool:
+        """Items are instances: a series spans several items (the plan never cuts inside
+        one); series items need no such care."""
+        return self.settings.granularity == Granularity.INSTANCE
 
     def _items(self) -> list[Item]:
         """Items in dataset order: series by (study, series UID), slices in order within."""
         items: list[Item] = []
-        self._group_sizes: list[int] = []
         seen: dict[str, str] = {}
         by_series: dict[tuple[str, str], list[Instance]] = {}
         for instance in sorted(self.instances, key=lambda i: i.name):
             if instance.error is not None:
                 items.append(Item(instance.name, None, instance.error))
-                self._group_sizes.append(1)
                 continue
             if instance.sop in seen:  # the same instance twice: ids must stay unique
                 message = (
                     f"{instance.name}: SOPInstanceUID {instance.sop} is also {seen[instance.sop]}"
                 )
                 items.append(Item(instance.name, None, (DUPLICATE, message)))
-                self._group_sizes.append(1)
                 continue
             seen[instance.sop] = instance.name
             by_series.setdefault((instance.study, instance.series), []).append(instance)
         for key in sorted(by_series):
             order = order_series(by_series[key], self.settings.slice_range)
-            made = self._series_items(order)
-            items += made
-            if made:
-                self._group_sizes.append(len(made))
+            items += self._series_items(order)
         return items
 
     def _series_items(self, order: SeriesOrder) -> list[Item]:

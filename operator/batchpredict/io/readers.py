@@ -145,18 +145,19 @@ class Dataset:
     def group_sizes(self) -> list[int] | None:
         """Sizes of consecutive item groups that one shard must hold whole (the instances of
         a DICOM series), summing to `count()`; None when any cut will do."""
-        if self.spec.format != InputFormat.DICOM or self.select.where:
+        if self.spec.format != InputFormat.DICOM or not self.dicom_index().instance_items:
             return None
-        sizes = self.dicom_index().group_sizes()
-        if sizes is None or not self.select.limit:
-            return sizes
-        kept, left = [], self.select.limit
-        for size in sizes:
-            if left <= 0:
-                break
-            kept.append(min(size, left))
-            left -= size
-        return kept
+        sizes: list[int] = []
+        last: object = None
+        for batch in self.iter_items(batch_rows=4096):  # headers only: no pixel is read
+            for row in batch.rows or [None] * len(batch):
+                series = row.get("SeriesInstanceUID") if row else None
+                if series is not None and series == last:
+                    sizes[-1] += 1
+                else:
+                    sizes.append(1)
+                last = series
+        return sizes
 
     def fields(self) -> list[str]:
         """Field names items have (from the Parquet schema or the first row)."""
