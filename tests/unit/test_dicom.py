@@ -339,3 +339,12 @@ def test_groups_follow_select_where_and_limit(tmp_path: Path) -> None:
     assert sorted(groups) in ([3, 4], [1, 6])  # the second series cut by the limit
     assert {r["BodyPartExamined"] for r in rows(data).values()} == {"CHEST"}
     assert dataset(tmp_path).group_sizes() is None  # series items: any cut is between series
+
+
+def test_a_series_uid_in_two_studies_is_one_inconsistent_item(tmp_path: Path) -> None:
+    _, series, _ = write_ct_series(tmp_path / "a", slices=2, z0=0.0)
+    write_ct_series(tmp_path / "b", slices=2, series=series, z0=100.0)
+    got = item_outcomes(dataset(tmp_path))
+    assert list(got) == [series]
+    code, message = got[series]
+    assert code == "INCONSISTENT_SERIES" and "name 2 studies" in message

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from batchpredict.api.v1alpha1.dicom import DicomInput, DicomPixels, DicomSelect, Granularity
-from batchpredict.io.dicom_series import SeriesOrder, order_series
+from batchpredict.io.dicom_series import INCONSISTENT, SeriesOrder, order_series
 from batchpredict.io.readers import SOURCE_FIELD
 
 __all__ = ["DicomIndex", "DicomSource", "Instance", "build_index"]
@@ -262,10 +262,11 @@ class DicomIndex:
         return self.settings.granularity == Granularity.INSTANCE
 
     def _items(self) -> list[Item]:
-        """Items in dataset order: series by (study, series UID), slices in order within."""
+        """Items in dataset order: unreadable files by name, then series by (study, series
+        UID), slices in order within."""
         items: list[Item] = []
         seen: dict[str, str] = {}
-        by_series: dict[tuple[str, str], list[Instance]] = {}
+        by_series: dict[str, list[Instance]] = {}
         for instance in sorted(self.instances, key=lambda i: i.name):
             if instance.error is not None:
                 items.append(Item(instance.name, None, instance.error))
@@ -277,9 +278,16 @@ class DicomIndex:
                 items.append(Item(instance.name, None, (DUPLICATE, message)))
                 continue
             seen[instance.sop] = instance.name
-            by_series.setdefault((instance.study, instance.series), []).append(instance)
-        for key in sorted(by_series):
-            order = order_series(by_series[key], self.settings.slice_range)
+            by_series.setdefault(instance.series, []).append(instance)
+        # A series UID is unique in the world: grouped by it alone, so that its item id is.
+        for series in sorted(by_series, key=lambda s: (min(i.study for i in by_series[s]), s)):
+            order = order_series(by_series[series], self.settings.slice_range)
+            studies = sorted({i.study for i in by_series[series]})
+            if len(studies) > 1:  # before any geometry: these are not one volume
+                order.error = (
+                    INCONSISTENT,
+                    f"series {series}: its instances name {len(studies)} studies {studies}",
+                )
             items += self._series_items(order)
         return items
 
