@@ -188,8 +188,8 @@ def test_each_broken_item_fails_alone_with_its_reason(tmp_path: Path) -> None:
     duplicate = pydicom.dcmread(made[0].path)  # another file at slice 0's position
     duplicate.SOPInstanceUID = duplicate.file_meta.MediaStorageSOPInstanceUID = "1.2.3.999"
     duplicate.save_as(tmp_path / "twice" / "copy.dcm", enforce_file_format=True)
-    no_pixels = write_no_pixels(tmp_path / "sr.dcm")
-    mpeg = write_unsupported(tmp_path / "video.dcm")
+    write_no_pixels(tmp_path / "sr.dcm")
+    write_unsupported(tmp_path / "video.dcm")
     (tmp_path / "notes.txt").write_text("not dicom\n")
     data = dataset(tmp_path, granularity="series")
     series_of = {r["SeriesInstanceUID"]: i for i, r in rows(data).items()}
@@ -204,11 +204,9 @@ def test_each_broken_item_fails_alone_with_its_reason(tmp_path: Path) -> None:
     assert got["notes.txt"] == ("UNREADABLE_ITEM", "notes.txt: not a DICOM file")
     code, message = got[series_of[pydicom.dcmread(tmp_path / "sr.dcm").SeriesInstanceUID]]
     assert (code, message) == ("UNREADABLE_ITEM", "sr.dcm: no pixel data (not an image instance)")
-    assert no_pixels
     code, message = got[series_of[pydicom.dcmread(tmp_path / "video.dcm").SeriesInstanceUID]]
     assert code == "UNSUPPORTED_TRANSFER_SYNTAX"
     assert message.startswith("video.dcm: cannot decode transfer syntax MPEG2 Main Profile")
-    assert mpeg
     # Instances do not need a volume: the incomplete series' slices are fine one by one.
     by_instance = item_outcomes(dataset(tmp_path, granularity="instance"), (-1, -1))
     assert sum(isinstance(v, list) for v in by_instance.values()) == 3 + 5 + 4
