@@ -58,13 +58,17 @@ lock: $(STAMP)  ## re-pin constraints.txt from the current virtualenv
 clean:  ## remove the virtualenv and caches (not the cluster binary cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: bench bench-inputs bench-operator
+.PHONY: bench bench-inputs bench-operator bench-dicom
 bench: $(STAMP)  ## worker vs an ideal Triton client, memory vs shard size, then bench-inputs
 	$(BIN)/python benchmarks/worker_throughput.py
 	$(BIN)/python benchmarks/input_formats.py
+	$(BIN)/python benchmarks/dicom_inputs.py
 
 bench-inputs: $(STAMP)  ## items/s by input format (vs Parquet), images/s by cores, plan time 1x-100x
 	$(BIN)/python benchmarks/input_formats.py
+
+bench-dicom: $(STAMP)  ## DICOM: header index vs whole files (files/s), volumes/s by cores
+	$(BIN)/python benchmarks/dicom_inputs.py
 
 bench-operator: $(STAMP)  ## 100 concurrent runs: Job creation latency, status lag, API writes, RSS
 	$(BIN)/python benchmarks/operator_scale.py --runs 100

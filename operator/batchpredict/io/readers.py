@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +26,9 @@ from batchpredict.io.csvblocks import count_csv, csv_blocks, csv_header
 from batchpredict.io.jsonlblocks import count_jsonl, first_jsonl_row, jsonl_blocks
 from batchpredict.io.storage import filesystem
 from batchpredict.io.textblocks import MALFORMED, TextBlock, open_decompressed, strip_codec
+
+if TYPE_CHECKING:
+    from batchpredict.io.dicom import DicomIndex
 
 __all__ = ["MALFORMED", "Dataset", "DatasetNotFoundError", "ItemBatch", "open_dataset", "take"]
 # The whole file's bytes, for `files` datasets (`$item` in tensor mappings).
@@ -90,6 +93,8 @@ class Dataset:
         self.files = self._list_files()
         # The fields a shard uses (None: all): JSONL converts only those (see `keep_only`).
         self.keep: frozenset[str] | None = None
+        # `dicom`: the header index (io/dicom.py), built on first use or given by the plan.
+        self.dicom: DicomIndex | None = None
 
     def keep_only(self, fields: set[str] | None) -> None:
         """Items need only these fields (None: all) besides the id and `select.where`'s."""
@@ -127,10 +132,39 @@ class Dataset:
     def relative(self, path: str) -> str:
         return path[len(self.base) :].lstrip("/") if path.startswith(self.base) else path
 
+    def dicom_index(self) -> DicomIndex:
+        """A `dicom` dataset's header index (read once)."""
+        if self.dicom is None:
+            from batchpredict.api.v1alpha1.dicom import DicomInput  # noqa: PLC0415
+            from batchpredict.io.dicom import build_index  # noqa: PLC0415 (pydicom: dicom only)
+
+            names = [self.relative(f) for f in self.files]
+            self.dicom = build_index(self.fs, self.files, names, self.spec.dicom or DicomInput())
+        return self.dicom
+
+    def group_sizes(self) -> list[int] | None:
+        """Sizes of consecutive item groups that one shard must hold whole (the instances of
+        a DICOM series), summing to `count()`; None when any cut will do."""
+        if self.spec.format != InputFormat.DICOM or not self.dicom_index().instance_items:
+            return None
+        sizes: list[int] = []
+        last: object = None
+        for batch in self.iter_items(batch_rows=4096):  # headers only: no pixel is read
+            for row in batch.rows or [None] * len(batch):
+                series = row.get("SeriesInstanceUID") if row else None
+                if series is not None and series == last:
+                    sizes[-1] += 1
+                else:
+                    sizes.append(1)
+                last = series
+        return sizes
+
     def fields(self) -> list[str]:
         """Field names items have (from the Parquet schema or the first row)."""
         if self.spec.format == InputFormat.FILES:
             return [ITEM_FIELD, PATH_FIELD]
+        if self.spec.format == InputFormat.DICOM:
+            return [ITEM_FIELD, *self.dicom_index().fields()]
         if self.spec.format == InputFormat.PARQUET:
             with self.fs.open(self.files[0], "rb") as handle:
                 return list(pq.ParquetFile(handle).schema_arrow.names)
@@ -145,6 +179,8 @@ class Dataset:
         (JSONL, CSV: not parsed), else by reading the items (`select.where`)."""
         if self.spec.format == InputFormat.FILES and not self.select.where:
             total = len(self.files)
+        elif self.spec.format == InputFormat.DICOM and not self.select.where:
+            total = len(self.dicom_index())
         elif self.spec.format == InputFormat.PARQUET and not self.select.where:
             total = 0
             for path in self.files:
@@ -198,6 +234,10 @@ class Dataset:
         """Every item kept by `select.where`, numbered with positions."""
         if self.spec.format == InputFormat.PARQUET:
             yield from self._parquet(start, batch_rows)
+            return
+        if self.spec.format == InputFormat.DICOM:
+            raw = ((n, i.id, i.row, i.error) for n, i in enumerate(self.dicom_index()))
+            yield from self._python_rows(raw, 0, batch_rows)
             return
         if self.spec.format != InputFormat.FILES:
             yield from self._text(start, batch_rows)

@@ -47,10 +47,12 @@ Roles and exit codes (worker/exit_codes.py)
 Output layout: see batchpredict.io.layout. Failure records (JSONL): {id, position, shard, round,
 code, message, attempts, retryable}; codes are gRPC-style from Triton (INVALID_ARGUMENT,
 UNAVAILABLE, ...) or the worker's own (MALFORMED_ITEM, UNREADABLE_ITEM, PREPROCESS_FAILED,
-BAD_OUTPUT, NOT_PROCESSED). Only transient Triton errors (after spec.retry.requestAttempts) and
-NOT_PROCESSED are retryable. Progress: one BatchPredictionShard per (run, round, shard), created
-then merge-patched at most every BATCHPREDICT_REPORT_INTERVAL seconds while counts change, and
-once more on exit (finished: true, or the message of what broke).
+BAD_OUTPUT, NOT_PROCESSED; for DICOM also UNSUPPORTED_TRANSFER_SYNTAX, INCONSISTENT_SERIES,
+INCOMPLETE_SERIES, DUPLICATE_INSTANCE). Only transient Triton errors (after
+spec.retry.requestAttempts) and NOT_PROCESSED are retryable. Progress: one BatchPredictionShard
+per (run, round, shard), created then merge-patched at most every BATCHPREDICT_REPORT_INTERVAL
+seconds while counts change, and once more on exit (finished: true, or the message of what
+broke).
 """
 
 from __future__ import annotations

@@ -10,7 +10,13 @@ from typing import Any
 from batchpredict.planning import DEFAULT_CHUNK_ITEMS, plan_shards
 from batchpredict.worker import exit_codes
 from batchpredict.worker.config import CannotStartError, WorkerEnv
-from batchpredict.worker.setup import check_run, load_dataset, open_layout, setup_model
+from batchpredict.worker.setup import (
+    check_run,
+    load_dataset,
+    open_layout,
+    save_dicom_index,
+    setup_model,
+)
 
 
 async def run_plan(env: WorkerEnv) -> dict[str, Any]:
@@ -30,7 +36,8 @@ async def run_plan(env: WorkerEnv) -> dict[str, Any]:
     setup = await setup_model(env, dataset)
     await setup.client.close()
     total = await asyncio.to_thread(dataset.count)
-    plan = plan_shards(total, spec, chunk_items=env.chunk_items or DEFAULT_CHUNK_ITEMS)
+    groups = await asyncio.to_thread(dataset.group_sizes)
+    plan = plan_shards(total, spec, env.chunk_items or DEFAULT_CHUNK_ITEMS, groups)
     result: dict[str, Any] = {
         **plan.to_wire(),
         "batchSize": setup.batch_size,
@@ -39,6 +46,7 @@ async def run_plan(env: WorkerEnv) -> dict[str, Any]:
     }
     document = {
         **result,
+        **plan.starts_wire(),
         "runUid": env.run_uid,
         "name": env.name,
         "namespace": env.namespace,
@@ -48,6 +56,8 @@ async def run_plan(env: WorkerEnv) -> dict[str, Any]:
     }
     try:  # the run's first write to its output location
         await asyncio.to_thread(layout.write_json, layout.plan, document)
+        if dataset.dicom is not None:  # the shards number the items from this same index
+            await asyncio.to_thread(save_dicom_index, layout, dataset.dicom)
     except OSError as error:
         if not cannot_write_there(error):
             raise  # a timeout or a refused connection: the pod is retried

@@ -9,6 +9,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from batchpredict.api.v1alpha1.data import InputFormat
+from batchpredict.api.v1alpha1.dicom import DicomInput
+from batchpredict.io.dicom import DicomIndex, DicomSpecError
 from batchpredict.io.layout import OutputLayout
 from batchpredict.io.readers import Dataset, DatasetNotFoundError, open_dataset
 from batchpredict.io.storage import StorageDriverError
@@ -32,6 +35,8 @@ from batchpredict.worker.config import (
 )
 
 log = logging.getLogger(__name__)
+# A `dicom` run's header index, next to plan.json (written by the plan step after it).
+DICOM_INDEX = "dicom-index.json"
 # Waiting for Triton: the first pause, and the longest (jittered, doubling in between).
 WAIT_FIRST, WAIT_LONGEST = 1.0, 15.0
 # Told while the pod waits: (reason, message), then (None, None) once Triton answers.
@@ -50,11 +55,29 @@ class ModelSetup:
 
 async def load_dataset(env: WorkerEnv) -> Dataset:
     try:
-        return await asyncio.to_thread(open_dataset, env.spec.input)
+        dataset = await asyncio.to_thread(open_dataset, env.spec.input)
+        if env.spec.input.format == InputFormat.DICOM:
+            await asyncio.to_thread(load_dicom_index, open_layout(env), dataset)
     except DatasetNotFoundError as error:
         raise CannotStartError(exit_codes.REASON_DATASET_NOT_FOUND, str(error)) from None
-    except StorageDriverError as error:
+    except (StorageDriverError, DicomSpecError) as error:
         raise CannotStartError(exit_codes.REASON_INVALID_SPEC, str(error)) from None
+    return dataset
+
+
+def load_dicom_index(layout: OutputLayout, dataset: Dataset) -> None:
+    """The header index the plan step stored (the same items, numbered the same way, in
+    every shard), else one read from the headers now (the plan step itself)."""
+    path = layout.path(DICOM_INDEX)
+    if layout.exists(path):
+        settings = dataset.spec.dicom or DicomInput()
+        dataset.dicom = DicomIndex.from_wire(dataset.fs, layout.read_json(path), settings)
+    else:
+        dataset.dicom_index()
+
+
+def save_dicom_index(layout: OutputLayout, index: DicomIndex) -> None:
+    layout.write_json(layout.path(DICOM_INDEX), index.to_wire())
 
 
 def open_layout(env: WorkerEnv) -> OutputLayout:

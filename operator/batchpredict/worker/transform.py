@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
 from batchpredict.api.v1alpha1.data import ImagePreprocess
+from batchpredict.io.dicom import DicomSource
 from batchpredict.io.readers import MALFORMED, SOURCE_FIELD, FileRef
 from batchpredict.triton.tensors import ITEM_FIELD, InputBinding
 
@@ -89,7 +90,11 @@ class ItemTransform:
         row = dict(row)
         source = row.pop(SOURCE_FIELD, None)
         # Only a file the reader listed is opened: a row's own fields never name what to fetch.
-        if isinstance(source, FileRef):
+        if isinstance(source, DicomSource):
+            from batchpredict.worker.dicom_pixels import read_item  # noqa: PLC0415 (imports us)
+
+            row[ITEM_FIELD] = read_item(source)
+        elif isinstance(source, FileRef):
             try:
                 row[ITEM_FIELD] = source.read()
             except OSError as error:

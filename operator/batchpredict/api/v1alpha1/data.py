@@ -11,6 +11,7 @@ from batchpredict.api.v1alpha1.base import (
     cel,
     schema_extra,
 )
+from batchpredict.api.v1alpha1.dicom import DicomInput
 
 
 class InputFormat(StrEnum):
@@ -18,6 +19,7 @@ class InputFormat(StrEnum):
     CSV = "csv"
     PARQUET = "parquet"
     FILES = "files"
+    DICOM = "dicom"
 
 
 class Select(ApiModel):
@@ -85,13 +87,23 @@ class Preprocess(ApiModel):
 
 
 class InputSpec(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": schema_extra(
+            cel(
+                "!has(self.dicom) || self.format == 'dicom'",
+                "input.dicom: only with format: dicom",
+            )
+        )
+    }
+
     uri: str = Field(
         min_length=1,
         description="Dataset location: a path in the pod (volume mount), `s3://`, `gs://`, "
         "`http(s)://`; a directory or glob for many files.",
     )
     format: InputFormat = Field(
-        description="`jsonl`, `csv`, `parquet`, or `files` (one item per file, e.g. images)."
+        description="`jsonl`, `csv`, `parquet`, `files` (one item per file, e.g. images), or "
+        "`dicom` (DICOM instances or series, see `dicom`)."
     )
     id_field: str | None = Field(
         default=None,
@@ -100,6 +112,21 @@ class InputSpec(ApiModel):
     )
     select: Select | None = Field(default=None, description="Score a subset of the dataset.")
     preprocess: Preprocess | None = Field(default=None, description="Transform items into tensors.")
+    dicom: DicomInput | None = Field(
+        default=None,
+        description="For `format: dicom`: item granularity, header selection, slice range, "
+        "pixel settings (defaults apply when left out).",
+    )
+
+    @model_validator(mode="after")
+    def _dicom_only_for_dicom(self) -> InputSpec:
+        if self.dicom is not None and self.format != InputFormat.DICOM:
+            raise ValueError("input.dicom: only with format: dicom")
+        if self.format == InputFormat.DICOM and self.preprocess and self.preprocess.image:
+            raise ValueError(
+                "input.preprocess.image: for `files`; DICOM pixels: input.dicom.pixels"
+            )
+        return self
 
 
 class OutputFormat(StrEnum):
