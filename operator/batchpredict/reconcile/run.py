@@ -28,7 +28,7 @@ from batchpredict.reconcile.naming import (
     Role,
 )
 from batchpredict.reconcile.observed import JobState, Observed
-from batchpredict.reconcile.policy import retry_delay, terminal_phase
+from batchpredict.reconcile.policy import deadline_passed, retry_delay, terminal_phase
 from batchpredict.reconcile.progress import (
     Baseline,
     Progress,
@@ -118,7 +118,7 @@ class _Run:
                 "in the output, the others are recorded as NOT_PROCESSED",
             )
             return self.done()
-        if self.deadline_exceeded():
+        if deadline_passed(self.spec, self.status, self.now):
             self.wind_down(
                 Phase.FAILED,
                 "DeadlineExceeded",
@@ -201,6 +201,7 @@ class _Run:
             completion_time=None,
             message=message,
             start_time=self.previous.start_time or self.now,
+            retry_start_time=self.now,  # the retry's own activeDeadlineSeconds window
         )
         self.condition(ConditionType.PROGRESSING, T, "ManualRetry", message)
         self.condition(ConditionType.COMPLETE, F, "ManualRetry", message)
@@ -208,12 +209,6 @@ class _Run:
         self.decision.events.append(Event("Normal", "ManualRetry", message))
         self.decision.status = self.status
         return self.decision
-
-    def deadline_exceeded(self) -> bool:
-        limit, start = self.spec.active_deadline_seconds, self.status.start_time
-        return (
-            limit is not None and start is not None and self.now > start + timedelta(seconds=limit)
-        )
 
     def pending(self) -> None:
         message = "counting the dataset and checking the model"
