@@ -10,6 +10,7 @@ from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
 from batchpredict.controller.config import OperatorConfig
 from batchpredict.incluster import TRITON_HEADERS_DIR, TRITON_TLS_DIR
 from batchpredict.reconcile.naming import Role
+from batchpredict.reconcile.pools import node_pool
 
 WORKER_CONTAINER = "worker"
 TRITON_CONTAINER = "triton"
@@ -67,7 +68,7 @@ def triton_url_for(spec: BatchPredictionSpec, config: OperatorConfig) -> str | N
 def scheduling(spec: BatchPredictionSpec, config: OperatorConfig) -> dict[str, Any]:
     """nodeSelector, tolerations and affinity: the node pool's, then the spec's on top."""
     worker = spec.worker
-    pool = config.node_pools.get(worker.node_pool) if worker.node_pool else None
+    pool = node_pool(spec, config)
     node_selector = dict(pool.node_selector) if pool else {}
     node_selector.update(worker.node_selector or {})
     tolerations = list(pool.tolerations) if pool else []
@@ -87,7 +88,7 @@ def worker_resources(spec: BatchPredictionSpec, config: OperatorConfig) -> dict[
     """The spec's resources, else the node pool's (where GPU requests usually come from)."""
     if spec.worker.resources is not None:
         return spec.worker.resources.to_wire()
-    pool = config.node_pools.get(spec.worker.node_pool) if spec.worker.node_pool else None
+    pool = node_pool(spec, config)
     if pool is not None and pool.resources:
         return dict(pool.resources)
     return {}
