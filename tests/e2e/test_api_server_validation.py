@@ -40,7 +40,7 @@ def create(cluster: Cluster, body: dict[str, Any], namespace: str) -> str:
         ({"batching": {"batchSize": 0}}, "spec.batching.batchSize: Invalid value: 0"),
         ({"input": {"uri": "/x", "format": "xml"}}, 'spec.input.format: Unsupported value: "xml"'),
         (
-            {"triton": {"url": "t:1", "sidecar": {"image": "i", "modelRepository": "/m"}}},
+            {"triton": {"url": "t:1", "sidecar": {"image": "i", "modelRepository": "s3://b/m"}}},
             "set exactly one of triton.url (an existing server) and triton.sidecar",
         ),
         ({"shards": 4, "itemsPerShard": 10}, "set at most one of itemsPerShard and shards"),
