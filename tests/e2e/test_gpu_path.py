@@ -241,3 +241,31 @@ def test_an_unknown_node_pool_fails_at_once_with_the_known_pools(
         "GPU",
         "node",
     ]
+
+
+def test_a_sidecar_naming_a_missing_volume_fails_naming_the_field(
+    gpu_operator: OperatorProcess, cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """What the API server cannot check (worker.volumes are opaque to it) the operator does."""
+    dataset = write_items(tmp_path / "items.jsonl", [1.0])
+    bp = batch_prediction("no-volume", NoServer(), dataset, tmp_path / "out")
+    bp["spec"]["triton"] = {
+        "sidecar": {
+            "image": "nvcr.io/nvidia/tritonserver:25.10-py3",
+            "modelRepository": "/models",
+            "modelVolume": "modles",
+        }
+    }
+    bp["spec"]["worker"] = {"volumes": [MODEL_VOLUME]}
+    cluster.apply(bp, namespace)
+    status = wait_for_phase(
+        cluster, name="no-volume", namespace=namespace, phases=TERMINAL, operator=gpu_operator
+    )["status"]
+    assert status["phase"] == "Failed"
+    assert (
+        "triton.sidecar.modelVolume: no volume named 'modles' in worker.volumes "
+        "(volumes: model-repository); add it there" in status["message"]
+    ), status["message"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "InvalidSpec"
+    assert cluster.get("jobs", namespace=namespace)["items"] == []
