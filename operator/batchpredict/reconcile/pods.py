@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from batchpredict.api.v1alpha1.serving import SIDECAR_TMP, TritonSidecar
@@ -151,7 +152,7 @@ def triton_sidecar(spec: BatchPredictionSpec, config: OperatorConfig) -> dict[st
         "startupProbe": {
             "httpGet": {"path": "/v2/health/ready", "port": sidecar.http_port},
             "periodSeconds": period,
-            "failureThreshold": -(-sidecar.startup_timeout_seconds // period),
+            "failureThreshold": math.ceil(sidecar.startup_timeout_seconds / period),
         },
         "securityContext": {
             **CONTAINER_SECURITY_CONTEXT,
