@@ -159,6 +159,12 @@ def worker_env(triton: TritonHandle, kind: str, data: Path, out: Path) -> dict[s
     }
 
 
+def _smi_utilisation() -> float:
+    query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+    done = subprocess.run(query, capture_output=True, text=True, check=True, timeout=10)
+    return float(done.stdout.split()[0])
+
+
 class GpuSampler:
     """GPU utilisation every 100 ms while a run goes on: NVML, else nvidia-smi."""
 
@@ -168,6 +174,7 @@ class GpuSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._query: Any = None
+        self.error = ""
 
     def _setup(self) -> None:
         try:
@@ -176,18 +183,17 @@ class GpuSampler:
             pynvml.nvmlInit()
             handle = pynvml.nvmlDeviceGetHandleByIndex(0)
             self._query = lambda: float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-        except (ImportError, OSError, RuntimeError):
-            command = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
-            self._query = lambda: float(
-                subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[
-                    0
-                ]
-            )
+        except Exception:  # noqa: BLE001 (no NVML or pynvml.NVMLError: ask nvidia-smi)
+            self._query = _smi_utilisation
 
     def _run(self) -> None:
         self._setup()
         while not self._stop.wait(0.1):
-            self.samples.append(self._query())
+            try:
+                self.samples.append(self._query())
+            except (OSError, ValueError, IndexError, subprocess.CalledProcessError) as error:
+                self.error = f"sampling stopped: {error}"
+                return
 
     def __enter__(self) -> GpuSampler:
         if self.enabled:
@@ -201,7 +207,7 @@ class GpuSampler:
 
     def describe(self) -> str:
         if not self.samples:
-            return "GPU utilisation: not sampled"
+            return f"GPU utilisation: not sampled {self.error}".rstrip()
         return (
             f"GPU utilisation: mean {statistics.fmean(self.samples):.0f}%, "
             f"max {max(self.samples):.0f}% ({len(self.samples)} samples)"
