@@ -58,7 +58,7 @@ lock: $(STAMP)  ## re-pin constraints.txt from the current virtualenv
 clean:  ## remove the virtualenv and caches (not the cluster binary cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: bench bench-inputs bench-operator bench-dicom
+.PHONY: bench bench-inputs bench-operator bench-dicom bench-gpu
 bench: $(STAMP)  ## worker vs an ideal Triton client, memory vs shard size, then bench-inputs
 	$(BIN)/python benchmarks/worker_throughput.py
 	$(BIN)/python benchmarks/input_formats.py
@@ -72,6 +72,13 @@ bench-dicom: $(STAMP)  ## DICOM: header index vs whole files (files/s), volumes/
 
 bench-operator: $(STAMP)  ## 100 concurrent runs: Job creation latency, status lag, API writes, RSS
 	$(BIN)/python benchmarks/operator_scale.py --runs 100
+
+# The gpu-bench extra (torch: gigabytes) is installed only where a GPU is; without one the
+# script says so and exits 0.
+bench-gpu: $(STAMP)  ## ResNet-50 through Triton on a GPU: items/s, GPU use, queue vs compute, ratio
+	@if $(BIN)/python benchmarks/gpu.py --has-gpu; then \
+	  $(BIN)/pip install -q -c constraints.txt -e '.[gpu-bench]'; fi
+	$(BIN)/python benchmarks/gpu.py
 
 cluster-build:  ## build etcd and Kubernetes from the Go module proxy (cached outside the repo)
 	@bash hack/k8s/build.sh

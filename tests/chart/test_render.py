@@ -129,6 +129,7 @@ def test_default_install_is_cluster_wide_standalone_and_hardened(helm: Helm) -> 
         ["ServiceAccount", "ConfigMap", "Deployment", "Service"]
         + ["ClusterRole"] * 3
         + ["ClusterRoleBinding"] * 2
+        + ["ConfigMap", "Role", "RoleBinding"]  # the node pool list, readable by every user
     )
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1
@@ -156,7 +157,36 @@ def test_default_install_is_cluster_wide_standalone_and_hardened(helm: Helm) -> 
 
 def test_default_config_is_the_operators_defaults(helm: Helm) -> None:
     config = operator_config(helm.render())
-    assert config == OperatorConfig(worker_image="ghcr.io/batchpredict/batchpredict:0.1.0")
+    assert config == OperatorConfig(
+        worker_image="ghcr.io/batchpredict/batchpredict:0.1.0",
+        node_pools_config_map="batchpredict-system/batchpredict-node-pools",
+    )
+
+
+def test_node_pools_are_listed_for_every_user(helm: Helm) -> None:
+    """The ConfigMap the UnknownNodePool message and `batchpredict node-pools` point to holds
+    the operator's pools, and any authenticated user may read it (that one object only)."""
+    objects = helm.render(FULL_VALUES)
+    config = operator_config(objects)
+    namespace, name = (config.node_pools_config_map or "").split("/")
+    listing = one(objects, "ConfigMap", name)
+    assert listing["metadata"]["namespace"] == namespace
+    assert listing["metadata"]["labels"]["batchpredict.io/node-pools"] == "true"
+    pools = yaml.safe_load(listing["data"]["pools.yaml"])
+    assert sorted(pools) == sorted(config.node_pools) == ["cpu", "gpu-a100"]
+    assert pools["gpu-a100"]["description"] == "A100 80GB nodes, one GPU per pod"
+    role = one(objects, "Role", name)
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name], "verbs": ["get"]}
+    ]
+    binding = one(objects, "RoleBinding", name)
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}
+    ]
+    private = helm.render(sets={"nodePoolsReadableByAll": "false"})
+    assert [r["metadata"]["name"] for r in by_kind(private, "Role")] == []
+    empty = one(helm.render(), "ConfigMap", "batchpredict-node-pools")
+    assert yaml.safe_load(empty["data"]["pools.yaml"]) == {}
 
 
 def test_full_values_config_reaches_the_operator(helm: Helm) -> None:
@@ -259,11 +289,14 @@ def test_namespaced_mode_grants_roles_in_the_watched_namespaces_only(helm: Helm)
         "--namespace=team-a",
         "--namespace=team-b",
     ]
-    roles = by_kind(objects, "Role")
+    # The node pool list's reader Role lives beside the operator (test_node_pools_are_listed...).
+    roles = [r for r in by_kind(objects, "Role") if not r["metadata"]["name"].endswith("-pools")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
         assert rules_of(role) >= OPERATOR_NEEDS
-    bindings = by_kind(objects, "RoleBinding")
+    bindings = [
+        b for b in by_kind(objects, "RoleBinding") if not b["metadata"]["name"].endswith("-pools")
+    ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     # Cluster-scoped: the framework's reads and the worker role (bound per run's namespace).
     assert sorted(r["metadata"]["name"] for r in by_kind(objects, "ClusterRole")) == [
@@ -288,7 +321,8 @@ def test_replicas_turn_peering_on(helm: Helm) -> None:
     peering = one(namespaced, "KopfPeering")
     assert peering["metadata"] == {**peering["metadata"], "name": "batchpredict"}
     assert peering["metadata"]["namespace"] == "team-a"
-    assert ("kopf.dev", "kopfpeerings", "patch") in rules_of(one(namespaced, "Role"))
+    operator_role = one(namespaced, "Role", "batchpredict-operator")
+    assert ("kopf.dev", "kopfpeerings", "patch") in rules_of(operator_role)
     assert not by_kind(namespaced, "ClusterKopfPeering")
 
 

@@ -74,7 +74,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
         "spec.worker.image/spec.triton.sidecar.image: evil.example/miner:1 is not an allowed image",
     ),
     (
-        {"triton": {"sidecar": {"image": "evil.example/triton:1", "modelRepository": "/m"}}},
+        {"triton": {"sidecar": {"image": "evil.example/triton:1", "modelRepository": "s3://b/m"}}},
         "spec.worker.image/spec.triton.sidecar.image: evil.example/triton:1 is not an allowed",
     ),
     (

@@ -40,10 +40,27 @@ def create(cluster: Cluster, body: dict[str, Any], namespace: str) -> str:
         ({"batching": {"batchSize": 0}}, "spec.batching.batchSize: Invalid value: 0"),
         ({"input": {"uri": "/x", "format": "xml"}}, 'spec.input.format: Unsupported value: "xml"'),
         (
-            {"triton": {"url": "t:1", "sidecar": {"image": "i", "modelRepository": "/m"}}},
+            {"triton": {"url": "t:1", "sidecar": {"image": "i", "modelRepository": "s3://b/m"}}},
             "set exactly one of triton.url (an existing server) and triton.sidecar",
         ),
         ({"shards": 4, "itemsPerShard": 10}, "set at most one of itemsPerShard and shards"),
+        (
+            {"triton": {"sidecar": {"image": "i", "modelRepository": "/models"}}},
+            "spec.triton.sidecar: Invalid value: triton.sidecar.modelVolume names "
+            "the volume (of worker.volumes) that holds modelRepository when it is a path",
+        ),
+        (
+            {
+                "triton": {
+                    "sidecar": {"image": "i", "modelRepository": "gs://b/m", "grpcPort": 8000}
+                }
+            },
+            "triton.sidecar.httpPort, grpcPort and metricsPort must differ",
+        ),
+        (
+            {"triton": {"sidecar": {"image": "i", "modelRepository": "models"}}},
+            "spec.triton.sidecar.modelRepository: Invalid value",
+        ),
         ({"parallelism": -1}, "spec.parallelism: Invalid value: -1"),
     ],
 )

@@ -6,7 +6,8 @@ It registers the Nodes named in the config (capacity, labels, taints), renews th
 Ready condition, watches the pods bound to them and runs each with `pod_runner.PodRunner`, and
 serves `kubectl logs` to the API server on the kubelet port (HTTPS, client certificates from
 the cluster CA). Images are not pulled: commands run on this machine, with the virtualenv's
-`bin` first on PATH. SIGTERM stops every container it started.
+`bin` first on PATH (a `tritonserver` of NVIDIA's Triton image runs the nvidia-pytriton wheel's
+binary: tests.harness.triton_standin). SIGTERM stops every container it started.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from tests.harness import oci, podenv, probes, runc
+from tests.harness import oci, podenv, probes, runc, triton_standin
 from tests.harness.kubeclient import ApiError, KubeClient
 
 MAX_BACKOFF = 10.0
@@ -268,6 +268,8 @@ class PodRunner:
                 argv, cwd = await self._runc_argv(c, message_file)
             elif not c.spec.get("command"):
                 raise FileNotFoundError("the test node agent runs no images: set the command")
+            else:
+                argv = triton_standin.standin_argv(str(c.spec.get("image", "")), argv)
             with c.log_path.open("ab") as log:
                 c.proc = await asyncio.create_subprocess_exec(
                     *argv,

@@ -28,7 +28,7 @@ MODELS_DIR = Path(__file__).parent / "models"
 ALL_MODELS = tuple(sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.pbtxt").exists()))
 
 
-def _wheel_root() -> Path:
+def wheel_root() -> Path:
     root = Path(sysconfig.get_paths()["purelib"])
     if not (root / "pytriton" / "tritonserver" / "bin" / "tritonserver").exists():
         raise RuntimeError(f"tritonserver not found under {root}; run `make venv`")
@@ -85,9 +85,9 @@ def write_model_repository(dest: Path, models: Sequence[str] = ALL_MODELS) -> Pa
     return dest
 
 
-def _backend_dir(dest: Path) -> Path:
+def backend_directory(dest: Path) -> Path:
     """backends/python with the stub matching this interpreter copied in (DESIGN.md 7)."""
-    wheel = _wheel_root() / "pytriton" / "tritonserver"
+    wheel = wheel_root() / "pytriton" / "tritonserver"
     python = dest / "python"
     shutil.copytree(wheel / "backends" / "python", python, dirs_exist_ok=True)
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -108,9 +108,9 @@ def start_triton(
     server again where its clients look for it) and wait until every model in the repository
     is ready. `extra_args` go to tritonserver (TLS, restricted protocols); readiness is read
     over HTTP."""
-    wheel = _wheel_root()
+    wheel = wheel_root()
     workdir = Path(tempfile.mkdtemp(prefix="triton-"))
-    backends = _backend_dir(workdir / "backends")
+    backends = backend_directory(workdir / "backends")
     env = dict(os.environ)
     # The stub imports numpy: the interpreter's bin (the virtualenv) must come first on PATH.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -82,7 +82,11 @@ def test_wire_form_round_trips_in_camel_case() -> None:
         ("input.format", "xml", "spec.input.format: Input should be 'jsonl', 'csv'"),
         ("model.name", None, "spec.model.name: Field required"),
         ("model.name", "bad name!", "spec.model.name: String should match pattern"),
-        ("triton.sidecar", {"image": "t", "modelRepository": "/m"}, "exactly one of triton.url"),
+        (
+            "triton.sidecar",
+            {"image": "t", "modelRepository": "s3://m"},
+            "exactly one of triton.url",
+        ),
         ("triton.url", None, "set exactly one of triton.url"),
         ("shards", 8, None),  # valid alone; combined below
         ("retry.backoff", {"initialSeconds": 60, "maxSeconds": 5}, "backoff.maxSeconds must be"),

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from batchpredict.cli.pools import format_pools
+
 REPO = Path(__file__).parents[2]
 CLI = [sys.executable, "-m", "batchpredict.cli.main"]
 
@@ -47,3 +49,20 @@ def test_crds_prints_what_is_committed() -> None:
     printed = list(yaml.safe_load_all(run("crds").stdout))
     committed = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "crds").glob("*.yaml"))]
     assert printed == committed
+
+
+def test_node_pools_table() -> None:
+    table = format_pools(
+        {
+            "gpu-a100": {
+                "description": "A100 80GB",
+                "nodeSelector": {"pool": "gpu"},
+                "resources": {"limits": {"nvidia.com/gpu": 1}},
+            },
+            "cpu": {},
+        }
+    ).splitlines()
+    assert table[0].split() == ["NAME", "GPU", "NODE", "SELECTOR", "DESCRIPTION"]
+    assert table[1].split() == ["cpu", "-", "-"]
+    assert table[2].split() == ["gpu-a100", "1", "nvidia.com/gpu", "pool=gpu", "A100", "80GB"]
+    assert "no node pools are defined" in format_pools({})

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from batchpredict.api.v1alpha1.report import report_name
-from batchpredict.api.validation import parse_spec
+from batchpredict.api.validation import InvalidSpecError, parse_spec
 from batchpredict.controller.config import NodePool, OperatorConfig
 from batchpredict.names import MAX_JOB_NAME, MAX_LABEL, MAX_OBJECT_NAME
 from batchpredict.reconcile.jobs import Owner, build_step_job, build_worker_job
@@ -126,15 +126,172 @@ def test_explicit_scheduling_adds_to_the_pool() -> None:
     assert pod["serviceAccountName"] == "reader"
 
 
-def test_triton_sidecar_is_a_native_sidecar_with_a_startup_probe() -> None:
-    triton = {"sidecar": {"image": "tritonserver:25.10", "modelRepository": "/models"}}
-    job = build_worker_job(OWNER, spec_with(triton=triton), CONFIG, shards=1, round_=0)
+SIDECAR: dict[str, Any] = {
+    "image": "nvcr.io/nvidia/tritonserver:25.10-py3",
+    "modelRepository": "/models",
+    "modelVolume": "models",
+}
+MODEL_VOLUMES = [{"name": "models", "persistentVolumeClaim": {"claimName": "triton-models"}}]
+
+
+def test_triton_sidecar_is_a_native_sidecar_that_runs_on_a_restricted_node() -> None:
+    worker = {
+        "nodePool": "gpu",
+        "volumes": MODEL_VOLUMES,
+        "env": [
+            {"name": "AWS_REGION", "value": "eu-west-1"},
+            {"name": "BATCHPREDICT_CHUNK_ITEMS", "value": "40"},
+        ],
+    }
+    spec = spec_with(triton={"sidecar": SIDECAR}, worker=worker)
+    job = build_worker_job(OWNER, spec, CONFIG, shards=1, round_=0)
     pod = job["spec"]["template"]["spec"]
     (sidecar,) = pod["initContainers"]
+    # Native sidecar: starts first, the worker waits for its startup probe, ends with it.
     assert sidecar["restartPolicy"] == "Always"
-    assert sidecar["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert "--model-repository=/models" in sidecar["args"]
+    assert sidecar["startupProbe"] == {
+        "httpGet": {"path": "/v2/health/ready", "port": 8000},
+        "periodSeconds": 2,
+        "failureThreshold": 300,
+    }
+    assert sidecar["command"] == ["tritonserver"]
+    assert sidecar["args"] == [
+        "--model-repository=/models",
+        "--http-port=8000",
+        "--grpc-port=8001",
+        "--metrics-port=8002",
+    ]
+    # The model repository from the named volume, read-only; what Triton writes in an emptyDir.
+    assert sidecar["volumeMounts"] == [
+        {"name": "triton-tmp", "mountPath": "/tmp"},
+        {"name": "models", "mountPath": "/models", "readOnly": True},
+    ]
+    assert {"name": "triton-tmp", "emptyDir": {}} in pod["volumes"]
+    assert MODEL_VOLUMES[0] in pod["volumes"]
+    models_in_worker = [m for m in container(job)["volumeMounts"] if m["name"] == "models"]
+    assert models_in_worker == [], "only Triton mounts the model repository"
+    # A documented user, a read-only root, no privileges (Pod Security restricted).
+    assert sidecar["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    # The pool's GPU goes to Triton, which uses it; the worker requests none.
+    assert sidecar["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+    assert "resources" not in container(job)
+    assert pod["nodeSelector"] == {"pool": "gpu"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    # The pod's credentials reach Triton (object stores); the worker's contract does not.
+    assert sidecar["env"] == [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "AWS_REGION", "value": "eu-west-1"},
+    ]
     assert env(job)["BATCHPREDICT_TRITON_URL"] == "localhost:8001"
+
+
+def test_triton_sidecar_ports_resources_and_object_store_repository() -> None:
+    sidecar = {
+        "image": "nvcr.io/nvidia/tritonserver:25.10-py3",
+        "modelRepository": "s3://models/prod",
+        "httpPort": 18000,
+        "grpcPort": 18001,
+        "metricsPort": 18002,
+        "runAsUser": 4242,
+        "startupTimeoutSeconds": 61,
+        "args": ["--log-verbose=1"],
+        "resources": {"limits": {"nvidia.com/gpu": 2}},
+        "volumeMounts": [{"name": "gcs-key", "mountPath": "/var/secrets/gcs", "readOnly": True}],
+    }
+    worker = {"nodePool": "gpu", "volumes": [{"name": "gcs-key", "secret": {"secretName": "k"}}]}
+    spec = spec_with(triton={"sidecar": sidecar}, worker=worker)
+    job = build_worker_job(OWNER, spec, CONFIG, shards=1, round_=0)
+    (triton,) = job["spec"]["template"]["spec"]["initContainers"]
+    assert triton["args"] == [
+        "--model-repository=s3://models/prod",
+        "--http-port=18000",
+        "--grpc-port=18001",
+        "--metrics-port=18002",
+        "--log-verbose=1",
+    ]
+    assert triton["startupProbe"]["httpGet"]["port"] == 18000
+    assert triton["startupProbe"]["failureThreshold"] == 31  # 61 s at 2 s a probe
+    assert triton["securityContext"]["runAsUser"] == 4242
+    assert triton["resources"] == {"limits": {"nvidia.com/gpu": 2}}
+    assert triton["volumeMounts"][1:] == sidecar["volumeMounts"]
+    assert env(job)["BATCHPREDICT_TRITON_URL"] == "localhost:18001"
+    plan = build_step_job(OWNER, spec, CONFIG, Role.PLAN)
+    assert plan["spec"]["template"]["spec"]["initContainers"][0]["name"] == "triton"
+    finalize = build_step_job(OWNER, spec, CONFIG, Role.FINALIZE)
+    assert "initContainers" not in finalize["spec"]["template"]["spec"], "finalize needs no Triton"
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "worker", "expected"),
+    [
+        (
+            {"modelRepository": "/models"},
+            {},
+            "spec.triton.sidecar: triton.sidecar.modelVolume names the volume (of worker.volumes) "
+            "that holds modelRepository when it is a path",
+        ),
+        (
+            {"modelRepository": "s3://b/models", "modelVolume": "models"},
+            {"volumes": MODEL_VOLUMES},
+            "leave it out for an s3://, gs:// or as:// URI",
+        ),
+        (
+            {"modelRepository": "models", "modelVolume": "models"},
+            {"volumes": MODEL_VOLUMES},
+            "spec.triton.sidecar.modelRepository: String should match pattern",
+        ),
+        (
+            {"modelRepository": "/models", "modelVolume": "modles"},
+            {"volumes": MODEL_VOLUMES},
+            "spec: triton.sidecar.modelVolume: no volume named 'modles' in worker.volumes "
+            "(volumes: models); add it there",
+        ),
+        (
+            {"modelRepository": "/models", "modelVolume": "models"},
+            {},
+            "spec: triton.sidecar.modelVolume: no volume named 'models' in worker.volumes "
+            "(volumes: none)",
+        ),
+        (
+            {"modelRepository": "/tmp", "modelVolume": "models"},
+            {"volumes": MODEL_VOLUMES},
+            "triton.sidecar.modelRepository: /tmp is not a place for the model volume",
+        ),
+        (
+            {"modelRepository": "gs://b/m", "grpcPort": 8000},
+            {},
+            "spec.triton.sidecar: triton.sidecar.httpPort, grpcPort and metricsPort must differ",
+        ),
+        (
+            {"modelRepository": "gs://b/m", "args": ["--grpc-port=9"]},
+            {},
+            "triton.sidecar.args: --grpc-port is set from the sidecar's fields",
+        ),
+        (
+            {"modelRepository": "gs://b/m", "runAsUser": 0},
+            {},
+            "spec.triton.sidecar.runAsUser: Input should be greater than or equal to 1",
+        ),
+        (
+            {"modelRepository": "gs://b/m", "volumeMounts": [{"name": "key", "mountPath": "/k"}]},
+            {},
+            "spec: triton.sidecar.volumeMounts[0].name: no volume named 'key' in worker.volumes",
+        ),
+    ],
+)
+def test_sidecar_mistakes_name_the_field(
+    sidecar: dict[str, Any], worker: dict[str, Any], expected: str
+) -> None:
+    triton = {"sidecar": {"image": "nvcr.io/nvidia/tritonserver:25.10-py3", **sidecar}}
+    with pytest.raises(InvalidSpecError) as caught:
+        spec_with(triton=triton, worker=worker)
+    assert any(expected in problem for problem in caught.value.problems), caught.value.problems
 
 
 def test_default_triton_url_comes_from_operator_config() -> None:

@@ -28,7 +28,11 @@ from tests.unit.test_run import (
 
 
 def with_annotations(
-    previous: Decision, annotations: dict[str, str], *observed: Any, **spec: Any
+    previous: Decision,
+    annotations: dict[str, str],
+    *observed: Any,
+    at: timedelta = timedelta(seconds=5),
+    **spec: Any,
 ) -> Decision:
     status = previous.status.model_dump(mode="json", by_alias=True)
     meta = {
@@ -45,7 +49,7 @@ def with_annotations(
     reports = tuple(o for o in observed if hasattr(o, "progress"))
     plan = next((o for o in observed if isinstance(o, type(PLANNED))), None)
     final = next((o.outcome for o in observed if isinstance(o, Finalized)), None)
-    now = T0 + timedelta(seconds=5)
+    now = T0 + at
     return reconcile_run(
         bp, Observed(now=now, jobs=jobs, reports=reports, plan=plan, finalize=final), CONFIG
     )
@@ -174,6 +178,40 @@ def test_deadline_fails_the_run_and_stops_its_jobs() -> None:
     assert ended.status.phase is Phase.FAILED
     assert "activeDeadlineSeconds" in (ended.status.message or "")
     assert ended.status.items is not None and ended.status.items.pending == 0
+
+
+def test_a_manual_retry_after_the_deadline_gets_a_window_of_its_own() -> None:
+    deadline = {"activeDeadlineSeconds": 60}
+    stopped = (*RUNNING, job(Role.SHARDS, suspended=True))
+    timed_out = step(
+        step(step(None), *RUNNING, job(Role.SHARDS, active=2), **deadline),
+        *stopped,
+        job(Role.FINALIZE, complete=True),
+        finalized(40, 60, codes={"NOT_PROCESSED": 60}),
+        at=timedelta(seconds=62),
+        **deadline,
+    )
+    assert timed_out.status.phase is Phase.FAILED
+    retry = {"batchpredict.io/retry": "after-deadline"}
+    at = timedelta(minutes=10)  # long after the first window closed
+    retried = with_annotations(timed_out, retry, *stopped, at=at, **deadline)
+    assert retried.status.phase is Phase.RUNNING
+    assert [j["metadata"]["name"] for j in retried.create] == [name("r1")]
+    assert retried.status.retry_start_time == T0 + at
+    request = retried.create[0]["metadata"]["annotations"]["batchpredict.io/retry-request"]
+    retry_round = job(
+        Role.SHARDS, 1, retry_request=request, succeeded_before=40, failed_before=60, active=2
+    )
+    within = with_annotations(
+        retried, retry, *stopped, retry_round, at=at + timedelta(seconds=59), **deadline
+    )
+    assert within.status.phase is Phase.RUNNING, within.status.message
+    assert within.patch_jobs == [], "no Job is stopped inside the retry's own window"
+    late = with_annotations(
+        within, retry, *stopped, retry_round, at=at + timedelta(seconds=61), **deadline
+    )
+    assert ("run-shards-1", {"spec": {"suspend": True}}) in late.patch_jobs
+    assert "activeDeadlineSeconds" in (late.status.message or "")
 
 
 def test_ttl_deletes_a_finished_run() -> None:

@@ -33,17 +33,20 @@ def test_images_must_match_an_allowed_prefix_and_a_digest_when_required() -> Non
     (problem,) = violations(worker={"image": "evil.example/miner:latest"})
     assert problem.startswith("spec.worker.image: evil.example/miner:latest is not an allowed")
     assert "allowedImages" in problem
-    sidecar = {"sidecar": {"image": "evil.example/triton:1", "modelRepository": "/m"}}
+    sidecar = {"sidecar": {"image": "evil.example/triton:1", "modelRepository": "s3://b/m"}}
     (problem,) = violations(triton=sidecar)
     assert problem.startswith("spec.triton.sidecar.image: evil.example/triton:1")
     image = "nvcr.io/nvidia/tritonserver:25.10-py3"
-    triton = {"sidecar": {"image": image, "modelRepository": "/m"}}
+    triton = {"sidecar": {"image": image, "modelRepository": "s3://b/m"}}
     assert violations(triton=triton) == []
     pinned = CONFIG.model_copy(update={"policy": TenancyPolicy(require_image_digest=True)})
     (problem,) = violations(pinned, triton=triton)
     assert "must be pinned by digest (operator policy requireImageDigest)" in problem
     digest = "nvcr.io/nvidia/tritonserver@sha256:" + "0" * 64
-    assert violations(pinned, triton={"sidecar": {"image": digest, "modelRepository": "/m"}}) == []
+    assert (
+        violations(pinned, triton={"sidecar": {"image": digest, "modelRepository": "s3://b/m"}})
+        == []
+    )
 
 
 def test_host_path_volumes_are_refused_by_default() -> None:

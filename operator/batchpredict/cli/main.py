@@ -1,8 +1,10 @@
 """`batchpredict validate FILE...` checks BatchPrediction YAML the way the operator reads it;
-`batchpredict crds` prints the CustomResourceDefinitions.
+`batchpredict crds` prints the CustomResourceDefinitions; `batchpredict node-pools` lists the
+node pools a run may name in spec.worker.nodePool.
 
     batchpredict validate examples/minimal.yaml    # exit 1 and one line per problem if invalid
     batchpredict crds | kubectl apply --server-side -f -
+    batchpredict node-pools [-n batchpredict-system] [--name batchpredict-node-pools]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import yaml
 from batchpredict.api.crd import crd_files, render
 from batchpredict.api.v1alpha1 import KIND
 from batchpredict.api.validation import InvalidSpecError, parse_batch_prediction
+from batchpredict.cli.pools import DEFAULT_NAME, DEFAULT_NAMESPACE, format_pools, read_pools
 
 
 def validate(paths: list[Path]) -> int:
@@ -49,9 +52,21 @@ def main(argv: list[str] | None = None) -> None:
     check = commands.add_parser("validate", help="check BatchPrediction YAML files")
     check.add_argument("files", nargs="+", type=Path)
     commands.add_parser("crds", help="print the CRDs as YAML")
+    pools = commands.add_parser(
+        "node-pools", help="list the node pools spec.worker.nodePool may name"
+    )
+    pools.add_argument(
+        "-n", "--namespace", default=DEFAULT_NAMESPACE, help="the operator's namespace"
+    )
+    pools.add_argument(
+        "--name", default=DEFAULT_NAME, help="the ConfigMap (the chart's <release>-node-pools)"
+    )
     args = parser.parse_args(argv)
     if args.command == "validate":
         sys.exit(validate(args.files))
+    if args.command == "node-pools":
+        sys.stdout.write(format_pools(read_pools(args.namespace, args.name)))
+        return
     sys.stdout.write("---\n".join(render(crd) for crd in crd_files().values()))
 
 

@@ -24,6 +24,9 @@ class _Config(BaseModel):
 class NodePool(_Config):
     """A named place to run workers, picked by `spec.worker.nodePool`."""
 
+    description: str | None = Field(
+        default=None, description="What the pool is, for users listing the pools."
+    )
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     affinity: dict[str, Any] | None = None
@@ -101,7 +104,17 @@ class OperatorConfig(_Config):
     default_triton_url: str | None = Field(
         default=None, description="Triton server for runs that set no spec.triton."
     )
-    node_pools: dict[str, NodePool] = Field(default_factory=dict)
+    node_pools: dict[str, NodePool] = Field(
+        default_factory=dict,
+        description="The node pools spec.worker.nodePool may name; any other name fails the run "
+        "(reason UnknownNodePool) with this list.",
+    )
+    node_pools_config_map: str | None = Field(
+        default=None,
+        description="`namespace/name` of the ConfigMap (rendered by the chart) that lists the "
+        "node pools for users: named in the UnknownNodePool message, read by "
+        "`batchpredict node-pools`.",
+    )
     max_running: int | None = Field(
         default=None, ge=1, description="Cap on concurrently running BatchPredictions."
     )

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
-from batchpredict.api.v1alpha1.serving import TritonSidecar
+from batchpredict.api.v1alpha1.serving import SIDECAR_TMP, TritonSidecar
 from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
 from batchpredict.controller.config import OperatorConfig
 from batchpredict.incluster import TRITON_HEADERS_DIR, TRITON_TLS_DIR
 from batchpredict.reconcile.naming import Role
+from batchpredict.reconcile.pools import node_pool
 
 WORKER_CONTAINER = "worker"
 TRITON_CONTAINER = "triton"
-TRITON_HTTP_PORT = 8000
-TRITON_GRPC_PORT = 8001
+TRITON_TMP_VOLUME = "triton-tmp"
 
 # Pod Security Standard "restricted": non-root, no privilege escalation, no capabilities,
 # RuntimeDefault seccomp. The root filesystem is read-only; /tmp is an emptyDir.
@@ -60,14 +61,14 @@ def triton_url_for(spec: BatchPredictionSpec, config: OperatorConfig) -> str | N
     if spec.triton is None:
         return config.default_triton_url
     if spec.triton.sidecar is not None:
-        return f"localhost:{TRITON_GRPC_PORT}"
+        return f"localhost:{spec.triton.sidecar.grpc_port}"
     return None  # the worker reads spec.triton.url itself
 
 
 def scheduling(spec: BatchPredictionSpec, config: OperatorConfig) -> dict[str, Any]:
     """nodeSelector, tolerations and affinity: the node pool's, then the spec's on top."""
     worker = spec.worker
-    pool = config.node_pools.get(worker.node_pool) if worker.node_pool else None
+    pool = node_pool(spec, config)
     node_selector = dict(pool.node_selector) if pool else {}
     node_selector.update(worker.node_selector or {})
     tolerations = list(pool.tolerations) if pool else []
@@ -84,17 +85,51 @@ def scheduling(spec: BatchPredictionSpec, config: OperatorConfig) -> dict[str, A
 
 
 def worker_resources(spec: BatchPredictionSpec, config: OperatorConfig) -> dict[str, Any]:
-    """The spec's resources, else the node pool's (where GPU requests usually come from)."""
+    """The spec's resources, else the node pool's (where GPU requests usually come from). With
+    a Triton sidecar the pool's resources are the sidecar's: Triton is what uses the GPU."""
     if spec.worker.resources is not None:
         return spec.worker.resources.to_wire()
-    pool = config.node_pools.get(spec.worker.node_pool) if spec.worker.node_pool else None
-    if pool is not None and pool.resources:
+    pool = node_pool(spec, config)
+    if pool is not None and pool.resources and sidecar_of(spec) is None:
         return dict(pool.resources)
     return {}
 
 
-def triton_sidecar(sidecar: TritonSidecar) -> dict[str, Any]:
-    """Triton as a native sidecar: an init container that keeps running beside the worker."""
+def sidecar_of(spec: BatchPredictionSpec) -> TritonSidecar | None:
+    return spec.triton.sidecar if spec.triton is not None else None
+
+
+def sidecar_resources(spec: BatchPredictionSpec, config: OperatorConfig) -> dict[str, Any]:
+    """The sidecar's own resources, else the node pool's (its GPU)."""
+    sidecar = sidecar_of(spec)
+    if sidecar is not None and sidecar.resources:
+        return dict(sidecar.resources)
+    pool = node_pool(spec, config)
+    return dict(pool.resources) if pool is not None and pool.resources else {}
+
+
+def triton_sidecar(spec: BatchPredictionSpec, config: OperatorConfig) -> dict[str, Any]:
+    """Triton as a native sidecar: an init container with restartPolicy Always, so it starts
+    (and its startup probe passes: the models are loaded) before the worker, keeps running
+    beside it and is stopped when the worker ends. Non-root with a read-only root; what Triton
+    writes (object-store downloads, caches) goes to its own emptyDir at /tmp."""
+    sidecar = sidecar_of(spec)
+    if sidecar is None:
+        raise ValueError("triton_sidecar() needs spec.triton.sidecar")
+    period = 2
+    mounts: list[dict[str, Any]] = [{"name": TRITON_TMP_VOLUME, "mountPath": SIDECAR_TMP}]
+    if sidecar.model_volume is not None:
+        mounts.append(
+            {
+                "name": sidecar.model_volume,
+                "mountPath": sidecar.model_repository,
+                "readOnly": True,
+            }
+        )
+    mounts += sidecar.volume_mounts or []
+    # The pod's credentials for an object-store repository (AWS_*, GOOGLE_APPLICATION_...):
+    # the run's own env, not the worker's contract.
+    env = [e.to_wire() for e in spec.worker.env or [] if not e.name.startswith("BATCHPREDICT_")]
     container: dict[str, Any] = {
         "name": TRITON_CONTAINER,
         "image": sidecar.image,
@@ -102,24 +137,32 @@ def triton_sidecar(sidecar: TritonSidecar) -> dict[str, Any]:
         "command": ["tritonserver"],
         "args": [
             f"--model-repository={sidecar.model_repository}",
-            f"--http-port={TRITON_HTTP_PORT}",
-            f"--grpc-port={TRITON_GRPC_PORT}",
+            f"--http-port={sidecar.http_port}",
+            f"--grpc-port={sidecar.grpc_port}",
+            f"--metrics-port={sidecar.metrics_port}",
             *sidecar.args,
         ],
+        "env": [{"name": "HOME", "value": SIDECAR_TMP}, *env],
         "ports": [
-            {"name": "http", "containerPort": TRITON_HTTP_PORT},
-            {"name": "grpc", "containerPort": TRITON_GRPC_PORT},
+            {"name": "http", "containerPort": sidecar.http_port},
+            {"name": "grpc", "containerPort": sidecar.grpc_port},
+            {"name": "metrics", "containerPort": sidecar.metrics_port},
         ],
-        # The worker container starts only after this probe passes: the model is loaded.
+        # The worker container starts only after this probe passes: the models are loaded.
         "startupProbe": {
-            "httpGet": {"path": "/v2/health/ready", "port": TRITON_HTTP_PORT},
-            "periodSeconds": 2,
-            "failureThreshold": 300,
+            "httpGet": {"path": "/v2/health/ready", "port": sidecar.http_port},
+            "periodSeconds": period,
+            "failureThreshold": math.ceil(sidecar.startup_timeout_seconds / period),
         },
-        "securityContext": {**CONTAINER_SECURITY_CONTEXT, "readOnlyRootFilesystem": False},
+        "securityContext": {
+            **CONTAINER_SECURITY_CONTEXT,
+            "runAsUser": sidecar.run_as_user,
+        },
+        "volumeMounts": mounts,
     }
-    if sidecar.resources:
-        container["resources"] = sidecar.resources
+    resources = sidecar_resources(spec, config)
+    if resources:
+        container["resources"] = resources
     return container
 
 
@@ -183,8 +226,9 @@ def build_pod_template(
     }
     if spec.worker.priority_class_name:
         pod["priorityClassName"] = spec.worker.priority_class_name
-    if needs_server and spec.triton is not None and spec.triton.sidecar is not None:
-        pod["initContainers"] = [triton_sidecar(spec.triton.sidecar)]
+    if needs_server and sidecar_of(spec) is not None:
+        pod["initContainers"] = [triton_sidecar(spec, config)]
+        pod["volumes"].append({"name": TRITON_TMP_VOLUME, "emptyDir": {}})
     return {"metadata": {"labels": labels}, "spec": pod}
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timedelta
 
 from batchpredict.api.v1alpha1.execution import BackoffSpec
 from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
-from batchpredict.api.v1alpha1.status import Phase
+from batchpredict.api.v1alpha1.status import BatchPredictionStatus, Phase
 
 
 def retry_delay(backoff: BackoffSpec, attempt: int, seed: str) -> float:
@@ -45,3 +46,14 @@ def admitted_runs(
         return {uid for _, uid in waiting}
     free = max(max_running - holding, 0)
     return {uid for _, uid in sorted(waiting)[:free]}
+
+
+def deadline_passed(
+    spec: BatchPredictionSpec, status: BatchPredictionStatus, now: datetime
+) -> bool:
+    """Whether the run is past spec.activeDeadlineSeconds. The window opens at startTime, or
+    at the last manual retry: a retry of a run that timed out gets a whole window of its own
+    instead of failing again at once."""
+    limit = spec.active_deadline_seconds
+    opened = status.retry_start_time or status.start_time
+    return limit is not None and opened is not None and now > opened + timedelta(seconds=limit)

@@ -28,7 +28,8 @@ from batchpredict.reconcile.naming import (
     Role,
 )
 from batchpredict.reconcile.observed import JobState, Observed
-from batchpredict.reconcile.policy import retry_delay, terminal_phase
+from batchpredict.reconcile.policy import deadline_passed, retry_delay, terminal_phase
+from batchpredict.reconcile.pools import REASON_UNKNOWN_NODE_POOL, unknown_node_pool
 from batchpredict.reconcile.progress import (
     Baseline,
     Progress,
@@ -118,7 +119,14 @@ class _Run:
                 "in the output, the others are recorded as NOT_PROCESSED",
             )
             return self.done()
-        if self.deadline_exceeded():
+        unknown_pool = unknown_node_pool(self.spec, self.config)
+        if unknown_pool is not None:
+            # Fails at once before anything started; a pool gone from the operator's config
+            # mid-run stops the pods and counts what is done, rather than placing the next
+            # Job anywhere.
+            self.wind_down(Phase.FAILED, REASON_UNKNOWN_NODE_POOL, unknown_pool)
+            return self.done()
+        if deadline_passed(self.spec, self.status, self.now):
             self.wind_down(
                 Phase.FAILED,
                 "DeadlineExceeded",
@@ -163,7 +171,12 @@ class _Run:
         """A finished run changes only through a manual retry or its TTL."""
         request = self.annotations.get(ANNOTATION_RETRY)
         if request and request != self.previous.last_retry_request:
-            return self.manual_retry(request)
+            unknown_pool = unknown_node_pool(self.spec, self.config)
+            if unknown_pool is None:
+                return self.manual_retry(request)
+            self.set(last_retry_request=request)
+            event = Event("Warning", REASON_UNKNOWN_NODE_POOL, f"not retried: {unknown_pool}")
+            return Decision(status=self.status, events=[event])
         # The terminal counts are in status (a finished run was read back): its reports go.
         reports = [str(r.metadata.get("name")) for r in self.observed.reports]
         ttl = self.spec.ttl_seconds_after_finished
@@ -201,6 +214,7 @@ class _Run:
             completion_time=None,
             message=message,
             start_time=self.previous.start_time or self.now,
+            retry_start_time=self.now,  # the retry's own activeDeadlineSeconds window
         )
         self.condition(ConditionType.PROGRESSING, T, "ManualRetry", message)
         self.condition(ConditionType.COMPLETE, F, "ManualRetry", message)
@@ -208,12 +222,6 @@ class _Run:
         self.decision.events.append(Event("Normal", "ManualRetry", message))
         self.decision.status = self.status
         return self.decision
-
-    def deadline_exceeded(self) -> bool:
-        limit, start = self.spec.active_deadline_seconds, self.status.start_time
-        return (
-            limit is not None and start is not None and self.now > start + timedelta(seconds=limit)
-        )
 
     def pending(self) -> None:
         message = "counting the dataset and checking the model"

@@ -9,7 +9,7 @@ Environment
   BATCHPREDICT_ROUND           retry round, 0 first (finalize: the last round that ran)
   BATCHPREDICT_REDO            retryable (default) | all: a manual retry redoes every failure
   JOB_COMPLETION_INDEX         the shard (`shard` role; set by the Indexed Job)
-  BATCHPREDICT_TRITON_URL      overrides spec.triton.url (sidecar: localhost:8001; the
+  BATCHPREDICT_TRITON_URL      overrides spec.triton.url (sidecar: localhost:<grpcPort>; the
                                operator's default server when spec.triton is left out)
   BATCHPREDICT_REPORT          api | file | off (= none); api in a pod, else file
   BATCHPREDICT_REPORT_FILE     file mode: where (default <shard dir>/report.json)

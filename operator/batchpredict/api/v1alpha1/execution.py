@@ -85,7 +85,11 @@ class WorkerSpec(ApiModel):
         default=None,
         pattern=DNS_LABEL,
         description="A node pool defined by the platform team in the operator's Helm values "
-        "(nodeSelector, tolerations, affinity and GPU resources in one name).",
+        "`nodePools` (nodeSelector, tolerations, affinity and GPU resources in one name). A name "
+        "the operator does not know fails the run at once (reason UnknownNodePool) with the "
+        "list of known pools. List them with `batchpredict node-pools`, or read the ConfigMap "
+        "`<release>-node-pools` in the operator's namespace (label "
+        "`batchpredict.io/node-pools=true`) that the chart renders.",
     )
     node_selector: dict[str, str] | None = None
     tolerations: list[Toleration] | None = None

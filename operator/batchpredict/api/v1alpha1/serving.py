@@ -7,6 +7,7 @@ from enum import StrEnum
 from pydantic import Field, model_validator
 
 from batchpredict.api.v1alpha1.base import (
+    DNS_LABEL,
     DNS_SUBDOMAIN,
     ApiModel,
     OpaqueObject,
@@ -107,20 +108,117 @@ class TritonTls(ApiModel):
     )
 
 
+# Where Triton reads a model repository by itself: S3 (and S3-compatible stores), GCS, Azure.
+OBJECT_STORE_SCHEMES = ("s3://", "gs://", "as://")
+# The tritonserver arguments the operator sets from the sidecar's fields.
+SIDECAR_OWNED_ARGS = ("--model-repository", "--http-port", "--grpc-port", "--metrics-port")
+SIDECAR_TMP = "/tmp"  # noqa: S108 (an emptyDir: what Triton writes with a read-only root)
+# NVIDIA's Triton images run as root but carry the user `triton-server` (uid/gid 1000).
+TRITON_IMAGE_USER = 1000
+MODEL_VOLUME_RULE = (
+    "triton.sidecar.modelVolume names the volume (of worker.volumes) that holds modelRepository "
+    "when it is a path; leave it out for an s3://, gs:// or as:// URI, which Triton reads itself"
+)
+
+
 class TritonSidecar(ApiModel):
-    image: str = Field(min_length=1, description="Triton server image run beside each worker.")
+    """Triton in every worker pod (a native sidecar: an init container with restartPolicy
+    Always, started first, stopped when the worker ends). It runs as `runAsUser` with a
+    read-only root; what it writes goes to an emptyDir at /tmp (HOME points there)."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": schema_extra(
+            cel("self.modelRepository.startsWith('/') == has(self.modelVolume)", MODEL_VOLUME_RULE),
+            cel(
+                "self.httpPort != self.grpcPort && self.httpPort != self.metricsPort"
+                " && self.grpcPort != self.metricsPort",
+                "triton.sidecar.httpPort, grpcPort and metricsPort must differ",
+            ),
+        )
+    }
+
+    image: str = Field(
+        min_length=1,
+        description="Triton server image run beside each worker, e.g. "
+        "`nvcr.io/nvidia/tritonserver:25.10-py3`; it must have `tritonserver` on its PATH.",
+    )
     model_repository: str = Field(
         min_length=1,
-        description="Model repository the sidecar serves: a path inside the pod (from a volume) "
-        "or an `s3://`/`gs://` URI.",
+        pattern=r"^(/|s3://|gs://|as://)",
+        description="Model repository the sidecar serves: an absolute path where `modelVolume` "
+        "is mounted (read-only), or an `s3://`, `gs://` or `as://` URI that Triton reads itself "
+        "with the pod's credentials (spec.worker.env, e.g. AWS_ACCESS_KEY_ID from a Secret, "
+        "and the ServiceAccount's workload identity); other S3-compatible stores: "
+        "`s3://host:port/bucket/path` (`s3://https://host:port/...` over HTTPS).",
+    )
+    model_volume: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL,
+        description="Name of the volume in spec.worker.volumes that holds the model repository "
+        "(a PersistentVolumeClaim, a ConfigMap, ...); mounted read-only at modelRepository in "
+        "the Triton container only. Required when modelRepository is a path.",
+    )
+    volume_mounts: list[OpaqueObject] | None = Field(
+        default=None,
+        description="More mounts of spec.worker.volumes into the Triton container, e.g. a "
+        "Secret with a GCS key named by GOOGLE_APPLICATION_CREDENTIALS in spec.worker.env.",
+    )
+    run_as_user: int = Field(
+        default=TRITON_IMAGE_USER,
+        ge=1,
+        description="User the Triton container runs as (never root: Pod Security restricted). "
+        "1000 is `triton-server` in NVIDIA's images, which otherwise run as root; set the "
+        "user of your own image.",
+    )
+    http_port: int = Field(
+        default=8000,
+        ge=1,
+        le=65535,
+        description="Triton's HTTP port (its startup probe, /v2/health/ready, asks here).",
+    )
+    grpc_port: int = Field(
+        default=8001, ge=1, le=65535, description="Triton's gRPC port (the worker talks to it)."
+    )
+    metrics_port: int = Field(
+        default=8002, ge=1, le=65535, description="Triton's Prometheus metrics port."
+    )
+    startup_timeout_seconds: int = Field(
+        default=600,
+        ge=10,
+        le=86400,
+        description="How long Triton may take to load the models (its startup probe); the "
+        "container is restarted when it is not ready by then.",
     )
     args: list[str] = Field(
-        default_factory=list, description="Extra `tritonserver` command-line arguments."
+        default_factory=list,
+        description="Extra `tritonserver` command-line arguments (not the model repository or "
+        "the ports: those come from the fields above).",
     )
     resources: OpaqueObject | None = Field(
         default=None,
-        description="Resources of the Triton container (GPUs go here: `nvidia.com/gpu`).",
+        description="Resources of the Triton container (GPUs go here: `nvidia.com/gpu`); the "
+        "node pool's resources when left out.",
     )
+
+    @model_validator(mode="after")
+    def _repository_and_ports(self) -> TritonSidecar:
+        path = self.model_repository.startswith("/")
+        if path != (self.model_volume is not None):
+            raise ValueError(MODEL_VOLUME_RULE)
+        if path and self.model_repository.rstrip("/") in {"", SIDECAR_TMP}:
+            raise ValueError(
+                f"triton.sidecar.modelRepository: {self.model_repository} is not a place for "
+                "the model volume (/ and /tmp are the container's own)"
+            )
+        if len({self.http_port, self.grpc_port, self.metrics_port}) < 3:
+            raise ValueError("triton.sidecar.httpPort, grpcPort and metricsPort must differ")
+        for arg in self.args:
+            if arg.split("=", 1)[0] in SIDECAR_OWNED_ARGS:
+                raise ValueError(
+                    f"triton.sidecar.args: {arg.split('=', 1)[0]} is set from the sidecar's "
+                    "fields (modelRepository, httpPort, grpcPort, metricsPort); set those instead"
+                )
+        return self
 
 
 class TritonProtocol(StrEnum):

@@ -91,3 +91,23 @@ class BatchPredictionSpec(ApiModel):
         if self.items_per_shard is not None and self.shards is not None:
             raise ValueError("set at most one of itemsPerShard and shards")
         return self
+
+    @model_validator(mode="after")
+    def _sidecar_volumes_exist(self) -> BatchPredictionSpec:
+        """The Triton sidecar mounts volumes of worker.volumes: each name must be one."""
+        sidecar = self.triton.sidecar if self.triton else None
+        if sidecar is None:
+            return self
+        volumes = [str(v.get("name")) for v in self.worker.volumes or []]
+        wanted = [("triton.sidecar.modelVolume", sidecar.model_volume)]
+        wanted += [
+            (f"triton.sidecar.volumeMounts[{i}].name", str(m.get("name")))
+            for i, m in enumerate(sidecar.volume_mounts or [])
+        ]
+        for field, name in wanted:
+            if name is not None and name not in volumes:
+                raise ValueError(
+                    f"{field}: no volume named {name!r} in worker.volumes "
+                    f"(volumes: {', '.join(volumes) or 'none'}); add it there"
+                )
+        return self

@@ -124,3 +124,8 @@ class BatchPredictionStatus(StatusModel):
         default=None,
         description="Value of the batchpredict.io/retry annotation last acted on.",
     )
+    retry_start_time: datetime | None = Field(
+        default=None,
+        description="When the last manual retry started: activeDeadlineSeconds counts from "
+        "here (a retry gets its own deadline window), else from startTime.",
+    )
