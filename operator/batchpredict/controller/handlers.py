@@ -222,6 +222,9 @@ async def reconcile(
         items.succeeded if items else 0,
         items.failed if items else 0,
     )
+    memo.tracker.observe_evaluation(
+        uid, namespace or "", bp.metadata.get("name", ""), decision.status.evaluation
+    )
     metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
 

@@ -14,6 +14,7 @@ from batchpredict.api.v1alpha1.status import (
     ChildJob,
     ConditionStatus,
     ConditionType,
+    EvaluationState,
     Phase,
     ShardCounts,
 )
@@ -177,9 +178,15 @@ class _Run:
 
     def revalidation_due(self) -> bool:
         """spec.evaluation differs from what status.evaluation measured (set or edited after
-        the run ended) and the run has outputs to measure."""
+        the run ended), or its evaluate Job is under way, and the run has outputs to measure."""
         wanted, measured = self.spec.evaluation, self.previous.evaluation
-        if wanted is None or (measured is not None and measured.spec_key == wanted.key()):
+        if wanted is None:
+            return False
+        if (
+            measured is not None
+            and measured.spec_key == wanted.key()
+            and measured.state is not EvaluationState.EVALUATING
+        ):
             return False
         items = self.previous.items
         return items is not None and items.total is not None
