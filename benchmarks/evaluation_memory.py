@@ -118,16 +118,27 @@ def finalize(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=["none", "binary", "joined"],
+        default=["none", "binary", "joined"],
+    )
     args = parser.parse_args()
     print(f"{'items':>10}  {'evaluation':<34} {'seconds':>8} {'peak RSS':>10}  headline")
     for total in args.sizes:
         with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
             labels = lay_out(Path(tmp), total)
             output = Path(tmp) / "out"
-            cases: list[tuple[str, dict[str, Any] | None]] = [
-                ("none (finalize alone)", None),
-                ("binary, labels in the items", {"task": "binary", "prediction": "score"}),
+            cases: list[tuple[str, str, dict[str, Any] | None]] = [
+                ("none", "none (finalize alone)", None),
                 (
+                    "binary",
+                    "binary, labels in the items",
+                    {"task": "binary", "prediction": "score"},
+                ),
+                (
+                    "joined",
                     "classification, labels file joined",
                     {
                         "task": "classification",
@@ -140,7 +151,9 @@ def main() -> None:
                     },
                 ),
             ]
-            for what, evaluation in cases:
+            for case, what, evaluation in cases:
+                if case not in args.cases:
+                    continue
                 seconds, rss, result = finalize(output, evaluation)
                 summary = result.get("evaluation") or {}
                 headline = summary.get("summary") or summary.get("message") or ""

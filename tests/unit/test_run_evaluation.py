@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from batchpredict.api.v1alpha1.evaluation import EvaluationSpec
 from batchpredict.api.v1alpha1.status import EvaluationState, Phase
 from batchpredict.metrics import EVALUATION, PhaseTracker
@@ -204,3 +206,19 @@ def test_evaluation_gauges_follow_the_run() -> None:
     tracker.forget("u-9")
     left = [s for m in EVALUATION.collect() for s in m.samples if s.labels.get("name") == "run"]
     assert left == []
+
+
+def test_the_evaluation_spec() -> None:
+    spec = bp(
+        None,
+        evaluation={**EVAL, "sliceBy": ["site"]},
+        output={"uri": "/o", "includeFields": ["site", "x"]},
+    ).spec
+    assert spec.carried_fields() == ["site", "x", "label"], "the label and slices ride along"
+    joined = EvaluationSpec.model_validate(
+        {**EVAL, "labels": {"dataset": {"uri": "/l.csv", "format": "csv", "idField": "id"}}}
+    )
+    assert joined.carried_fields() == [], "a labels dataset holds the labels"
+    assert KEY != CORRECTED_KEY and len(KEY) == 10
+    with pytest.raises(ValueError, match="threshold applies to binary and multilabel"):
+        EvaluationSpec.model_validate({**EVAL, "threshold": 0.3})

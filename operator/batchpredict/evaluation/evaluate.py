@@ -125,6 +125,7 @@ class _Evaluation:
                 self.counts["failedLabelled"] += 1
         if joined:
             self.counts["labelsWithoutItem"] += len(labels)
+            labels.clear()  # the next bucket's labels replace these
 
     def result(self, total: int) -> dict[str, Any]:
         metrics = self.overall.result() if self.overall.scored else {}

@@ -100,6 +100,9 @@ def buckets(
                 (value for _, value in _read(root / f"predictions-{b}.jsonl")),
                 (item_id for item_id, _ in _read(root / f"failed-{b}.jsonl")),
             )
+            # One bucket's labels in memory at a time: gone before the next one is read.
+            labels.clear()
+            del labels
 
 
 def _bucket(item_id: str, count: int) -> int:
