@@ -88,7 +88,10 @@ def buckets(
     with tempfile.TemporaryDirectory(prefix="evaluation-", dir=work_dir) as tmp:
         root = Path(tmp)
         _split(root, "labels", count, ((i, [v.label, v.slices]) for i, v in read_labels(spec)))
-        _split(root, "predictions", count, ((str(r.get("id")), r) for r in outputs.predictions()))
+        # Only what the evaluation reads of a prediction goes to disk (not embeddings, say).
+        keep = ["id", spec.prediction, *spec.slice_by]
+        rows = ({k: r[k] for k in keep if k in r} for r in outputs.predictions())
+        _split(root, "predictions", count, ((str(r.get("id")), r) for r in rows))
         _split(root, "failed", count, ((i, None) for i in failed_ids))
         for b in range(count):
             labels = {
