@@ -11,6 +11,7 @@ from batchpredict.api.v1alpha1.evaluation import EvaluationSpec
 from batchpredict.api.v1alpha1.status import EvaluationState, Phase
 from batchpredict.metrics import EVALUATION, PhaseTracker
 from batchpredict.reconcile.decision import Decision
+from batchpredict.reconcile.evaluation import refuse_revalidation
 from batchpredict.reconcile.jobs import Owner, build_step_job
 from batchpredict.reconcile.naming import LABEL_EVALUATION, Role
 from batchpredict.reconcile.observed import (
@@ -222,3 +223,20 @@ def test_the_evaluation_spec() -> None:
     assert KEY != CORRECTED_KEY and len(KEY) == 10
     with pytest.raises(ValueError, match="threshold applies to binary and multilabel"):
         EvaluationSpec.model_validate({**EVAL, "threshold": 0.3})
+
+
+def test_a_policy_refusal_fails_only_the_revalidation() -> None:
+    done = finished_run()
+    started = again(done, evaluation=CORRECTED)
+    refused = refuse_revalidation(started, "refused by the operator's policy: image x")
+    assert refused is not None
+    assert not refused.create
+    assert refused.status.phase is Phase.SUCCEEDED, "the finished run keeps its outcome"
+    assert refused.status.evaluation is not None
+    assert refused.status.evaluation.state is EvaluationState.FAILED
+    assert refused.status.evaluation.spec_key == CORRECTED_KEY
+    assert [e.reason for e in refused.events] == ["RevalidationRefused"]
+    quiet = again(refused, evaluation=CORRECTED)
+    assert not quiet.create, "a refused spec is not tried again until it changes"
+    # a run that has not finished is refused as a whole (the handler fails it)
+    assert refuse_revalidation(step(None), "refused") is None
