@@ -121,8 +121,11 @@ def summarize(results: RunResults, status: dict[str, Any], name: str, namespace:
     for item, predicted, label, prob in results.sample(SAMPLE):
         mark = "" if predicted == label else "   <- wrong"
         lines.append(f"  {item:<18}{predicted:>10}{label:>7}{prob:>7.3f}{mark}")
+    evaluation = status.get("evaluation") or {}
     lines += [
         "",
+        f"  measured by the operator: status.evaluation {evaluation.get('summary')}, "
+        f"label coverage {evaluation.get('labelCoverage')}; all metrics in evaluation.json",
         f"  accuracy on the {test_n} held-out test images: {test_acc:.4f}",
         f"  accuracy on all {all_n} images (70% were seen in training): {all_acc:.4f}",
         "",

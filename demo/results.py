@@ -1,4 +1,5 @@
-"""What the demo's run produced, read from its output files and scored against the labels."""
+"""What the demo's run produced, read from its output files; the accuracy is the one the
+operator measured (evaluation.json, read by the product's own reader)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchpredict.io.results import RunOutputs
 from demo.digits import read_labels
 
 
@@ -26,17 +28,14 @@ class RunResults:
     predictions: dict[str, dict[str, Any]]
     failures: list[Failure]
     labels: dict[str, tuple[int, str]] = field(repr=False)
+    evaluation: dict[str, Any] = field(repr=False)
 
     def accuracy(self, split: str | None = None) -> tuple[float, int]:
-        """(accuracy, items scored) over labelled predictions, of one split or all of them."""
-        scored = [
-            (prediction["digit"], self.labels[item][0])
-            for item, prediction in self.predictions.items()
-            if item in self.labels and (split is None or self.labels[item][1] == split)
-        ]
-        if not scored:
-            return 0.0, 0
-        return sum(p == y for p, y in scored) / len(scored), len(scored)
+        """(accuracy, items scored) as the operator measured them, of one split or all."""
+        if split is None:
+            return self.evaluation["metrics"]["accuracy"], self.evaluation["counts"]["scored"]
+        part = self.evaluation["slices"]["split"][split]
+        return part["accuracy"], part["scored"]
 
     def sample(self, count: int) -> list[tuple[str, int, int, float]]:
         """(id, predicted, label, probability) of the first `count` held-out images."""
@@ -65,4 +64,5 @@ def read_results(output: Path, labels_path: Path) -> RunResults:
         Failure(row["id"], row["code"], row["message"])
         for row in (_jsonl(failures_path) if failures_path.exists() else [])
     ]
-    return RunResults(output, manifest, predictions, failures, read_labels(labels_path))
+    evaluation = RunOutputs(str(output)).evaluation() or {}
+    return RunResults(output, manifest, predictions, failures, read_labels(labels_path), evaluation)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from batchpredict.api.v1alpha1.status import EvaluationState, EvaluationStatus
+
 RUNS = Gauge("batchpredict_runs", "BatchPredictions by phase.", ["phase"])
 ITEMS = Counter("batchpredict_items_total", "Items finished, by outcome.", ["outcome"])
 RECONCILE_SECONDS = Histogram(
@@ -14,6 +16,12 @@ RECONCILE_SECONDS = Histogram(
 STATUS_PATCHES = Counter("batchpredict_status_patches_total", "Status patches written.")
 JOBS_CREATED = Counter("batchpredict_jobs_created_total", "Jobs created, by role.", ["role"])
 EVENTS = Counter("batchpredict_events_total", "Events posted, by reason.", ["reason"])
+EVALUATION = Gauge(
+    "batchpredict_evaluation",
+    "A run's evaluation against labels while the run exists: its headline metric (accuracy, "
+    "rocAuc, f1Micro or rmse) and labelCoverage (scored items / all items).",
+    ["namespace", "name", "metric"],
+)
 
 
 class PhaseTracker:
@@ -22,6 +30,7 @@ class PhaseTracker:
     def __init__(self) -> None:
         self._phases: dict[str, str] = {}
         self._items: dict[str, tuple[int, int]] = {}
+        self._evaluations: dict[str, list[tuple[str, str, str]]] = {}  # uid -> gauge labels
 
     def observe(self, uid: str, phase: str | None, succeeded: int, failed: int) -> None:
         if phase is not None and self._phases.get(uid) != phase:
@@ -36,8 +45,28 @@ class PhaseTracker:
             ITEMS.labels(outcome="failed").inc(failed - before_failed)
         self._items[uid] = (max(succeeded, before_ok), max(failed, before_failed))
 
+    def observe_evaluation(
+        self, uid: str, namespace: str, name: str, evaluation: EvaluationStatus | None
+    ) -> None:
+        """The run's evaluation gauges: set from status, removed when it has none."""
+        values: dict[str, float] = {}
+        if evaluation is not None and evaluation.state is EvaluationState.EVALUATED:
+            if evaluation.metric and evaluation.value is not None:
+                values[evaluation.metric] = evaluation.value
+            if evaluation.label_coverage is not None:
+                values["labelCoverage"] = evaluation.label_coverage
+        wanted = [(namespace, name, metric) for metric in values]
+        for labels in self._evaluations.get(uid, []):
+            if labels not in wanted:
+                EVALUATION.remove(*labels)
+        for labels in wanted:
+            EVALUATION.labels(*labels).set(values[labels[2]])
+        self._evaluations[uid] = wanted
+
     def forget(self, uid: str) -> None:
         phase = self._phases.pop(uid, None)
         if phase is not None:
             RUNS.labels(phase=phase).dec()
         self._items.pop(uid, None)
+        for labels in self._evaluations.pop(uid, []):
+            EVALUATION.remove(*labels)

@@ -98,6 +98,14 @@ def test_demo_reports_the_accuracy_the_model_scores_and_the_corrupt_files(
     shown = re.search(r"accuracy on the 540 held-out test images: ([0-9.]+)", printed)
     assert shown, printed
     assert float(shown.group(1)) == pytest.approx(true_accuracy, abs=5e-5)
+    # The operator measured it (status.evaluation, evaluation.json), not the demo.
+    all_accuracy = sum(expected[i] == label for i, (label, _) in labels.items()) / len(labels)
+    assert status["evaluation"]["metric"] == "accuracy"
+    assert status["evaluation"]["value"] == pytest.approx(all_accuracy)
+    assert status["evaluation"]["scored"] == 1797
+    assert run.results.evaluation["counts"]["failed"] == len(digits.CORRUPT_FILES)
+    assert run.results.evaluation["counts"]["failedLabelled"] == 0
+    assert f"status.evaluation accuracy={all_accuracy:.4f}" in printed
     # scikit-learn's own score of the same training (float64) agrees to within an image or two.
     assert abs(_sklearn_held_out_score() - true_accuracy) <= 2 / 540
 

@@ -62,6 +62,14 @@ def create(cluster: Cluster, body: dict[str, Any], namespace: str) -> str:
             "spec.triton.sidecar.modelRepository: Invalid value",
         ),
         ({"parallelism": -1}, "spec.parallelism: Invalid value: -1"),
+        (
+            {"evaluation": {"task": "classification", "prediction": "p", "threshold": 0.3}},
+            "evaluation.threshold applies to binary and multilabel tasks only",
+        ),
+        (
+            {"evaluation": {"task": "ranking", "prediction": "p"}},
+            'spec.evaluation.task: Unsupported value: "ranking"',
+        ),
     ],
 )
 def test_invalid_specs_are_refused_naming_the_field(

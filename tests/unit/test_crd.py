@@ -87,7 +87,7 @@ def test_printer_columns_and_names() -> None:
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
     assert columns == ["Model", "Phase", "Progress", "Succeeded", "Failed", "Started By", "Age"]
     wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]
-    assert wide == ["Dataset", "Start", "End", "Items/s", "ETA"]
+    assert wide == ["Dataset", "Start", "End", "Items/s", "ETA", "Evaluation"]
     names = build_crd()["spec"]["names"]
     assert names["shortNames"] == ["bp"]
     assert names["categories"] == ["batchpredict"]

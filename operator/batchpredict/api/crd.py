@@ -49,6 +49,12 @@ BP_PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "End", "type": "date", "jsonPath": ".status.completionTime", "priority": 1},
     {"name": "Items/s", "type": "number", "jsonPath": ".status.itemsPerSecond", "priority": 1},
     {"name": "ETA", "type": "string", "jsonPath": ".status.eta", "priority": 1},
+    {
+        "name": "Evaluation",
+        "type": "string",
+        "jsonPath": ".status.evaluation.summary",
+        "priority": 1,
+    },
 ]
 
 _DROPPED_KEYS = {"title", "$defs"}

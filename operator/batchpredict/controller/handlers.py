@@ -38,6 +38,7 @@ from batchpredict.incluster import (
 )
 from batchpredict.reconcile.conditions import set_condition
 from batchpredict.reconcile.decision import Decision
+from batchpredict.reconcile.evaluation import refuse_revalidation
 from batchpredict.reconcile.naming import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_RUN, MANAGED_BY
 from batchpredict.reconcile.observed import (
     JobState,
@@ -197,8 +198,11 @@ async def reconcile(
     refused = policy_violations(bp.spec, memo.config) if decision.create else []
     if refused:
         message = "refused by the operator's policy: " + "; ".join(refused)
-        _reject(body, old_status, "PolicyViolation", message, patch)
-        return
+        revalidation = refuse_revalidation(decision, message)
+        if revalidation is None:
+            _reject(body, old_status, "PolicyViolation", message, patch)
+            return
+        decision = revalidation
     try:
         await _perform(bp, decision, memo, logger)
     except kube.RefusedError as error:
@@ -221,6 +225,9 @@ async def reconcile(
         decision.status.phase,
         items.succeeded if items else 0,
         items.failed if items else 0,
+    )
+    memo.tracker.observe_evaluation(
+        uid, namespace or "", bp.metadata.get("name", ""), decision.status.evaluation
     )
     metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 

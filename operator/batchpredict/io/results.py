@@ -71,6 +71,11 @@ class RunOutputs:
     def evaluation_path(self) -> str:
         return self.layout.path(EVALUATION_FILE)
 
+    def write_evaluation(self, evaluation: dict[str, Any]) -> str:
+        """Write evaluation.json beside the manifest (atomically); returns its URL."""
+        self.layout.write_json(self.evaluation_path, evaluation)
+        return self.layout.url(self.evaluation_path)
+
     # --- which files hold the answers ----------------------------------------------------
     def prediction_files(self) -> list[str]:
         """Paths (within the store) of the files that hold predictions, in a stable order:

@@ -11,6 +11,7 @@ from batchpredict.reconcile.naming import (
     ANNOTATION_FAILED_BEFORE,
     ANNOTATION_RETRY_REQUEST,
     ANNOTATION_SUCCEEDED_BEFORE,
+    LABEL_EVALUATION,
     LABEL_REDO,
     Role,
     child_labels,
@@ -91,8 +92,11 @@ def _job(
     config: OperatorConfig,
     job_spec: dict[str, Any],
     retry: ManualRetry | None = None,
+    evaluation_key: str = "",
 ) -> dict[str, Any]:
     labels = child_labels(owner.name, owner.uid, role, round_)
+    if evaluation_key:
+        labels[LABEL_EVALUATION] = evaluation_key
     env = worker_env(
         spec, config, name=owner.name, namespace=owner.namespace, run_uid=owner.uid, round_=round_
     )
@@ -104,7 +108,7 @@ def _job(
     if spec.queue_name and role is Role.SHARDS:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
     metadata: dict[str, Any] = {
-        "name": job_name(owner.name, owner.uid, role, round_),
+        "name": job_name(owner.name, owner.uid, role, round_, evaluation_key),
         "namespace": owner.namespace,
         "labels": job_labels,
         "ownerReferences": [owner.reference()],
@@ -122,11 +126,25 @@ def _job(
 def build_step_job(
     owner: Owner, spec: BatchPredictionSpec, config: OperatorConfig, role: Role, round_: int = 0
 ) -> dict[str, Any]:
-    """The one-pod plan or finalize Job (finalize runs again after a manual retry round)."""
+    """The one-pod plan or finalize Job (finalize runs again after a manual retry round), or
+    the evaluate Job of the current spec.evaluation (re-validation of a finished run)."""
     if role is Role.SHARDS:
         raise ValueError("shard Jobs are built by build_worker_job")
+    key = ""
+    if role is Role.EVALUATE:
+        if spec.evaluation is None:
+            raise ValueError("an evaluate Job needs spec.evaluation")
+        key = spec.evaluation.key()
     job_spec = {"completions": 1, "backoffLimit": STEP_BACKOFF_LIMIT}
-    return _job(owner, role=role, round_=round_, spec=spec, config=config, job_spec=job_spec)
+    return _job(
+        owner,
+        role=role,
+        round_=round_,
+        spec=spec,
+        config=config,
+        job_spec=job_spec,
+        evaluation_key=key,
+    )
 
 
 def build_worker_job(

@@ -13,6 +13,8 @@ LABEL_RUN = "batchpredict.io/run"  # the BatchPrediction's UID: names can be reu
 LABEL_ROLE = "batchpredict.io/role"
 LABEL_ROUND = "batchpredict.io/round"
 LABEL_REDO = "batchpredict.io/redo"  # "all": a manual retry round redoes every failed item
+# On an evaluate Job: the key (hash) of the spec.evaluation it measures.
+LABEL_EVALUATION = "batchpredict.io/evaluation"
 # On a manual retry round's Job: the retry annotation's value it answers (found again after a
 # lost status patch, so one request never starts two rounds), and the run's succeeded items
 # before it (the reports of earlier rounds are gone by then).
@@ -31,13 +33,19 @@ class Role(StrEnum):
     PLAN = "plan"
     SHARDS = "shards"
     FINALIZE = "finalize"
+    EVALUATE = "evaluate"  # re-validation of a finished run from its files
 
 
-def job_name(bp_name: str, run_uid: str, role: Role, round_: int = 0) -> str:
-    """Deterministic Job names from (run UID, round, role): a second create of the same step
-    fails with 409 and never doubles it, and no two runs can ever want the same name."""
+def job_name(
+    bp_name: str, run_uid: str, role: Role, round_: int = 0, evaluation_key: str = ""
+) -> str:
+    """Deterministic Job names from (run UID, round, role; the evaluation spec's key for an
+    evaluate step): a second create of the same step fails with 409 and never doubles it, and
+    no two runs can ever want the same name."""
     suffix = role.value
-    if role is Role.SHARDS:
+    if role is Role.EVALUATE:
+        suffix = f"eval-{evaluation_key}"
+    elif role is Role.SHARDS:
         suffix = f"r{round_}"
     elif role is Role.FINALIZE and round_ > 0:
         suffix = f"finalize-r{round_}"  # after a retry round

@@ -13,6 +13,7 @@ from batchpredict.reconcile.naming import (
     ANNOTATION_FAILED_BEFORE,
     ANNOTATION_RETRY_REQUEST,
     ANNOTATION_SUCCEEDED_BEFORE,
+    LABEL_EVALUATION,
     LABEL_ROLE,
     LABEL_ROUND,
     Role,
@@ -69,6 +70,7 @@ class JobState:
     retry_request: str | None = None
     succeeded_before: int = 0
     failed_before: int = 0
+    evaluation_key: str = ""  # an evaluate Job: the spec.evaluation it measures
     active: int = 0
     completed: frozenset[int] = frozenset()
     failed_set: frozenset[int] = frozenset()
@@ -117,6 +119,7 @@ class JobState:
             retry_request=annotations.get(ANNOTATION_RETRY_REQUEST),
             succeeded_before=int(annotations.get(ANNOTATION_SUCCEEDED_BEFORE, "0")),
             failed_before=int(annotations.get(ANNOTATION_FAILED_BEFORE, "0")),
+            evaluation_key=labels.get(LABEL_EVALUATION, ""),
             active=int(status.get("active") or 0),
             completed=completed,
             failed_set=parse_indexes(status.get("failedIndexes")),
@@ -203,6 +206,14 @@ class Observed:
     finalize: StepOutcome | None = None  # of the latest finalize Job
     # (round, shard) -> the exit summary of the shard's pod that completed it.
     shard_results: Mapping[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    # evaluation key -> what the evaluate pod of that spec.evaluation said.
+    evaluations: Mapping[str, StepOutcome] = field(default_factory=dict)
+
+    def evaluate_job(self, key: str) -> JobState | None:
+        for job in self.jobs:
+            if job.role is Role.EVALUATE and job.evaluation_key == key:
+                return job
+        return None
 
     def job(self, role: Role, round_: int = 0) -> JobState | None:
         for job in self.jobs:
@@ -231,9 +242,14 @@ def observe_run(
     last_finalize = max(finalize_rounds, default=None)
     steps: dict[Role, StepOutcome] = {}
     shard_results: dict[tuple[int, int], dict[str, Any]] = {}
+    evaluations: dict[str, StepOutcome] = {}
     for pod in pods:
         job = by_uid.get(pod.job_uid)
         if job is None or job.role is not pod.role or job.round != pod.round:
+            continue
+        if pod.role is Role.EVALUATE:
+            if job.evaluation_key not in evaluations or pod.outcome.succeeded:
+                evaluations[job.evaluation_key] = pod.outcome
             continue
         if pod.role is Role.SHARDS:
             if pod.outcome.succeeded:
@@ -251,4 +267,5 @@ def observe_run(
         plan=steps.get(Role.PLAN),
         finalize=steps.get(Role.FINALIZE),
         shard_results=shard_results,
+        evaluations=evaluations,
     )

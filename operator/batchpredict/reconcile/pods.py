@@ -192,7 +192,7 @@ def build_pod_template(
 ) -> dict[str, Any]:
     """The pod template of a plan, shard or finalize Job."""
     # Only the steps that call Triton (plan checks the model, shards score) get its Secrets.
-    needs_server = role is not Role.FINALIZE
+    needs_server = role in {Role.PLAN, Role.SHARDS}
     secret_volumes, secret_mounts = triton_secret_mounts(spec) if needs_server else ([], [])
     worker: dict[str, Any] = {
         "name": WORKER_CONTAINER,
@@ -234,4 +234,10 @@ def build_pod_template(
 
 def role_command(role: Role) -> str:
     """The worker sub-command of a step."""
-    return {Role.PLAN: "plan", Role.SHARDS: "shard", Role.FINALIZE: "finalize"}[role]
+    commands = {
+        Role.PLAN: "plan",
+        Role.SHARDS: "shard",
+        Role.FINALIZE: "finalize",
+        Role.EVALUATE: "evaluate",
+    }
+    return commands[role]

@@ -14,6 +14,7 @@ from batchpredict.api.v1alpha1.status import (
     ChildJob,
     ConditionStatus,
     ConditionType,
+    EvaluationState,
     Phase,
     ShardCounts,
 )
@@ -21,6 +22,7 @@ from batchpredict.controller.config import OperatorConfig
 from batchpredict.planning import ShardPlan
 from batchpredict.reconcile.conditions import set_condition
 from batchpredict.reconcile.decision import Decision, Event, output_locations, transition_events
+from batchpredict.reconcile.evaluation import evaluating, evaluation_failed, evaluation_status
 from batchpredict.reconcile.jobs import ManualRetry, Owner, build_step_job, build_worker_job
 from batchpredict.reconcile.naming import (
     ANNOTATION_CANCEL,
@@ -177,6 +179,8 @@ class _Run:
             self.set(last_retry_request=request)
             event = Event("Warning", REASON_UNKNOWN_NODE_POOL, f"not retried: {unknown_pool}")
             return Decision(status=self.status, events=[event])
+        if self.revalidation_due():
+            return self.revalidate()
         # The terminal counts are in status (a finished run was read back): its reports go.
         reports = [str(r.metadata.get("name")) for r in self.observed.reports]
         ttl = self.spec.ttl_seconds_after_finished
@@ -184,6 +188,52 @@ class _Run:
         if ttl is not None and ended is not None and self.now >= ended + timedelta(seconds=ttl):
             return Decision(status=self.previous, delete_self=True)
         return Decision(status=self.previous, delete_reports=reports)
+
+    def revalidation_due(self) -> bool:
+        """spec.evaluation differs from what status.evaluation measured (set or edited after
+        the run ended), or its evaluate Job is under way, and the run has outputs to measure."""
+        wanted, measured = self.spec.evaluation, self.previous.evaluation
+        if wanted is None:
+            return False
+        if (
+            measured is not None
+            and measured.spec_key == wanted.key()
+            and measured.state is not EvaluationState.EVALUATING
+        ):
+            return False
+        items = self.previous.items
+        return items is not None and items.total is not None
+
+    def revalidate(self) -> Decision:
+        """Measure the finished run again from its files (an evaluate Job per evaluation
+        spec): the phase, counts and predictions stay; only status.evaluation changes."""
+        if self.spec.evaluation is None:
+            raise ValueError("revalidate() needs spec.evaluation")
+        self.status = self.previous.model_copy(update={"observed_generation": self.generation})
+        key = self.spec.evaluation.key()
+        job = self.observed.evaluate_job(key)
+        outcome = self.observed.evaluations.get(key)
+        message = "re-validating the run's predictions against spec.evaluation's labels"
+        if job is None:
+            self.create(build_step_job(self.owner, self.spec, self.config, Role.EVALUATE))
+            self.decision.events.append(Event("Normal", "Revalidating", message))
+            self.set(evaluation=evaluating(key, message))
+        elif outcome is not None and outcome.succeeded:
+            measured = evaluation_status(outcome.data) or evaluation_failed(
+                key, "the evaluate pod left no evaluation summary"
+            )
+            self.set(evaluation=measured)
+            detail = measured.summary or measured.message or ""
+            self.decision.events.append(Event("Normal", "Revalidated", detail))
+        elif job.failed or self.result_lost(job):
+            detail = (outcome.message if outcome else "") or job.failure_message
+            message = f"the evaluate step failed: {detail}; see `kubectl logs job/{job.name}`"
+            self.set(evaluation=evaluation_failed(key, message))
+            self.decision.events.append(Event("Warning", "RevalidationFailed", message))
+        else:
+            self.set(evaluation=evaluating(key, message))
+        self.decision.status = self.status
+        return self.decision
 
     def manual_retry(self, request: str) -> Decision:
         """Redo every final failure in a new round. The round's Job records the request, so a
@@ -452,6 +502,7 @@ class _Run:
         items = final.items
         total = items.total or 0
         self.set(
+            evaluation=evaluation_status(outcome.data),
             items=items,
             progress=percent(items.succeeded + items.failed, items.total),
             failed_items=final.failed_items,

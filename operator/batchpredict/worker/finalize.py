@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from batchpredict.evaluation.evaluate import evaluate_or_explain
 from batchpredict.io.layout import OutputLayout
 from batchpredict.io.readers import open_dataset
 from batchpredict.planning import ShardPlan
@@ -96,6 +97,9 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
         "finishedAt": datetime.now(UTC).isoformat(),
     }
     layout.write_json(layout.summary, summary)
+    evaluation = (
+        evaluate_or_explain(layout.uri, spec.evaluation) if spec.evaluation is not None else None
+    )
     keys = (
         "total",
         "succeeded",
@@ -105,7 +109,10 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
         "retryableCounts",
         "predictions",
     )
-    return fit_result({k: summary[k] for k in keys}, sample)
+    result = {k: summary[k] for k in keys}
+    if evaluation is not None:
+        result["evaluation"] = evaluation  # a few hundred bytes: fit_result keeps it whole
+    return fit_result(result, sample)
 
 
 def _count(

@@ -34,8 +34,11 @@ Roles and exit codes (worker/exit_codes.py)
   finalize  BATCHPREDICT_ROUND = the last round that ran. Writes <output>/failures.jsonl (the
             final failure of every failed id; items of a shard that never finished are recorded
             as NOT_PROCESSED, retryable), <output>/manifest.json (counts, locations) and, with
-            output.combine, <output>/predictions.<format>; termination message
-            {"total","succeeded","failed","notProcessed","predictions"}
+            output.combine, <output>/predictions.<format>; with spec.evaluation also
+            <output>/evaluation.json (batchpredict.evaluation); termination message
+            {"total","succeeded","failed","notProcessed","predictions","evaluation"}
+  evaluate  re-validates a finished run from its files (spec.evaluation edited after the
+            end): writes <output>/evaluation.json; termination message {"evaluation"}
   0 = done (a shard's failed items are recorded, not fatal); 3 = cannot start (invalid spec,
   dataset missing, model missing, no plan, output not writable); 4 = broken part-way
   (retry the pod: it resumes); 5 = Triton stayed unreachable (or the model not ready) for
@@ -74,7 +77,7 @@ from batchpredict.worker import exit_codes
 from batchpredict.worker.config import CannotStartError, WorkerEnv, load_env
 
 log = logging.getLogger("batchpredict.worker")
-ROLES = ("plan", "shard", "finalize")
+ROLES = ("plan", "shard", "finalize", "evaluate")
 # The kubelet keeps at most 4096 bytes of the termination message.
 TERMINATION_LIMIT = 4000
 
@@ -99,6 +102,10 @@ def _role(name: str) -> Callable[[WorkerEnv], Coroutine[Any, Any, dict[str, Any]
         from batchpredict.worker.shard import run_shard  # noqa: PLC0415
 
         return run_shard
+    if name == "evaluate":
+        from batchpredict.worker.evaluate import run_evaluate  # noqa: PLC0415
+
+        return run_evaluate
     from batchpredict.worker.finalize import run_finalize  # noqa: PLC0415
 
     return run_finalize

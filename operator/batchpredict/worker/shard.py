@@ -117,13 +117,13 @@ async def _build_pipeline(  # noqa: PLR0917 (what a shard's pipeline is made of)
         Preprocessor,
         setup.inputs,
         spec.input.preprocess,
-        spec.output.include_fields,
+        spec.carried_fields(),
         setup.batch_size,
         setup.info.max_batch_size > 0,
     )
     if not (spec.input.preprocess and spec.input.preprocess.function):
         # What the tensors and the output use: JSONL converts no other field.
-        dataset.keep_only({b.field for b in setup.inputs} | set(spec.output.include_fields))
+        dataset.keep_only({b.field for b in setup.inputs} | set(spec.carried_fields()))
     return ShardPipeline(
         client=setup.client,
         preprocessor=preprocessor,

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from batchpredict.api.v1alpha1.base import DNS_SUBDOMAIN, ApiModel, cel, schema_extra
 from batchpredict.api.v1alpha1.data import InputSpec, OutputSpec
+from batchpredict.api.v1alpha1.evaluation import EvaluationSpec
 from batchpredict.api.v1alpha1.execution import BatchingSpec, FailurePolicy, RetrySpec, WorkerSpec
 from batchpredict.api.v1alpha1.serving import ModelRef, TritonSpec
 
@@ -85,6 +86,18 @@ class BatchPredictionSpec(ApiModel):
     stall_timeout_seconds: int = Field(
         default=600, ge=10, description="No progress for this long sets the Stalled condition."
     )
+    evaluation: EvaluationSpec | None = Field(
+        default=None,
+        description="Measure the predictions against labels when the run ends "
+        "(evaluation.json beside the manifest, status.evaluation). Setting or editing it on "
+        "a finished run re-validates that run from its output files, without predicting.",
+    )
+
+    def carried_fields(self) -> list[str]:
+        """Input fields written beside each prediction: output.includeFields, and the label
+        and slice fields the evaluation reads from the predictions."""
+        extra = self.evaluation.carried_fields() if self.evaluation else []
+        return list(dict.fromkeys([*self.output.include_fields, *extra]))
 
     @model_validator(mode="after")
     def _one_sharding(self) -> BatchPredictionSpec:

@@ -94,6 +94,40 @@ class OutputLocations(StatusModel):
     manifest: str | None = Field(default=None, description="Summary manifest with counts.")
 
 
+class EvaluationState(StrEnum):
+    EVALUATING = "Evaluating"
+    EVALUATED = "Evaluated"
+    FAILED = "Failed"
+
+
+class EvaluationStatus(StatusModel):
+    """The headline of the run's evaluation; evaluation.json (at `uri`) has every metric."""
+
+    state: EvaluationState = Field(description="Evaluating, Evaluated or Failed.")
+    spec_key: str | None = Field(
+        default=None, description="Hash of the spec.evaluation measured (an edit re-validates)."
+    )
+    metric: str | None = Field(
+        default=None,
+        description="The headline metric: accuracy (classification), rocAuc (binary), "
+        "f1Micro (multilabel) or rmse (regression).",
+    )
+    value: float | None = Field(default=None, description="The headline metric's value.")
+    summary: str | None = Field(
+        default=None, description="`accuracy=0.9796` for the printer column."
+    )
+    scored: int | None = Field(default=None, description="Items with a label and a prediction.")
+    unlabelled: int | None = Field(
+        default=None, description="Predictions without a usable label (not scored)."
+    )
+    failed: int | None = Field(default=None, description="Failed items (no prediction).")
+    label_coverage: float | None = Field(
+        default=None, description="Scored items / all items of the run (0 to 1)."
+    )
+    uri: str | None = Field(default=None, description="evaluation.json: every metric.")
+    message: str | None = Field(default=None, description="Why the evaluation failed.")
+
+
 class BatchPredictionStatus(StatusModel):
     phase: Phase | None = Field(default=None, description="Where the run is.")
     message: str | None = Field(default=None, description="Why the run is in this phase.")
@@ -120,6 +154,9 @@ class BatchPredictionStatus(StatusModel):
         default_factory=list, description="Failed items counted by error code."
     )
     output: OutputLocations | None = None
+    evaluation: EvaluationStatus | None = Field(
+        default=None, description="The predictions measured against labels (spec.evaluation)."
+    )
     last_retry_request: str | None = Field(
         default=None,
         description="Value of the batchpredict.io/retry annotation last acted on.",

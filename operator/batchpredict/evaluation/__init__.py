@@ -1,0 +1,1 @@
+"""Model evaluation against labels: streaming metrics over a run's outputs."""
