@@ -3,10 +3,11 @@ one tab per test), the dashboard as its console script against the test cluster 
 (`dashboard`: the test's kubeconfig, as `kubectl batchpredict dashboard` runs it) and in the
 chart's read-only mode (`read_only_dashboard`: `--read-only` under the chart's own dashboard
 ServiceAccount and ClusterRole, rendered by helm and applied), plus the e2e tier's operator.
-Screenshots go to `screenshots` (pytest's base temp dir, `dashboard-screenshots/`)."""
+Screenshots of both pages go to `test-output/dashboard/` (`screenshots`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboard.cdp import Chromium, Page
+from tests.dashboard.cdp import Chromium, Page, chromium_binary
 from tests.e2e.conftest import installed_crds, operator_process  # noqa: F401 - fixtures
 from tests.harness.fixtures import Cluster
 
 VENV_BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
 DASHBOARD_NAMESPACE = "batchpredict-dashboard-test"
 
 
@@ -69,8 +71,28 @@ def start_dashboard(env: dict[str, str], log_path: Path, *args: str) -> Dashboar
     raise AssertionError(f"the dashboard did not start:\n{log_path.read_text(errors='replace')}")
 
 
+_install_error: list[str] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Install chromium (hack/chromium/install.sh, apt) before any test runs when this tier is
+    selected and it is missing, so the install is not under a test's timeout."""
+    here = Path(__file__).parent
+    if not any(here in Path(str(item.path)).parents for item in items):
+        return
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        try:
+            chromium_binary()
+        except RuntimeError as error:
+            _install_error.append(str(error))  # the `browser` fixture fails with it
+            print(f"\ninstalling chromium failed: {error}")
+
+
 @pytest.fixture(scope="session")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+    if _install_error:
+        pytest.fail(_install_error[0], pytrace=False)
     chromium = Chromium(tmp_path_factory.mktemp("chromium") / "profile")
     chromium.start()
     yield chromium
@@ -86,9 +108,12 @@ async def page(browser: Chromium) -> AsyncIterator[Page]:
 
 
 @pytest.fixture(scope="session")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.getbasetemp() / "dashboard-screenshots"
-    path.mkdir(exist_ok=True)
+def screenshots() -> Path:
+    """`test-output/dashboard/` in the repository (ignored by git), or under
+    $BATCHPREDICT_TEST_OUTPUT: kept after the run, unlike pytest's rotating temp dirs."""
+    root = Path(os.environ.get("BATCHPREDICT_TEST_OUTPUT") or REPO / "test-output")
+    path = root / "dashboard"
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -262,7 +262,7 @@ async def test_the_read_only_mode_shows_runs_and_refuses_actions(
     await page.wait_for(
         "document.getElementById('mode').innerText === 'Read-only'", "the read-only badge"
     )
-    await page.wait_for(f"{row(namespace, 'seen')}", "the run in the read-only table")
+    await page.wait_for(f"!!{row(namespace, 'seen')}", "the run in the read-only table")
     await page.goto(f"{read_only_dashboard.url}runs/{namespace}/seen")
     await page.wait_for("document.getElementById('run-name').innerText === 'seen'", "the run page")
     disabled = await page.eval(

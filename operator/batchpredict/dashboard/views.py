@@ -30,6 +30,9 @@ _CONDITION_WORDS: dict[tuple[str, str], str] = {
 }
 
 
+_BAD_WHEN_TRUE = frozenset({"Stalled", "Failed"})
+
+
 def _get(obj: Any, *path: str) -> Any:
     for key in path:
         if not isinstance(obj, dict):
@@ -114,8 +117,6 @@ def plain_condition(condition: dict[str, Any]) -> dict[str, Any]:
     """A condition as a sentence a user reads, with its reason, message and time."""
     kind, state = str(condition.get("type", "")), str(condition.get("status", "Unknown"))
     sentence = _CONDITION_WORDS.get((kind, state), f"{kind} is {state}.")
-    # A condition is good news when it is True, except Stalled and Failed.
-    bad = (state == "True") == (kind in {"Stalled", "Failed"}) and state != "Unknown"
     return {
         "type": kind,
         "status": state,
@@ -123,8 +124,19 @@ def plain_condition(condition: dict[str, Any]) -> dict[str, Any]:
         "reason": condition.get("reason") or "",
         "message": condition.get("message") or "",
         "since": condition.get("lastTransitionTime"),
-        "tone": "bad" if bad else ("unknown" if state == "Unknown" else "good"),
+        "tone": _tone(kind, state),
     }
+
+
+def _tone(kind: str, state: str) -> str:
+    """good, bad or neutral: a finished run that is not Progressing is no bad news."""
+    if (kind in _BAD_WHEN_TRUE and state == "True") or (kind == "ModelReady" and state == "False"):
+        return "bad"
+    if (kind in _BAD_WHEN_TRUE and state == "False") or state == "True":
+        return "good"
+    return "neutral"
+
+
 
 
 def spec_summary(spec: dict[str, Any]) -> list[tuple[str, str]]:

@@ -122,8 +122,10 @@ async function showLog(pod, container) {
   pre.focus();
 }
 
-function renderDownloads() {
-  const links = [["predictions", "Predictions (JSONL)"], ["failures", "Failures (JSONL)"], ["manifest", "Manifest"], ["evaluation", "Evaluation"]];
+function renderDownloads(d) {
+  const links = [["predictions", "Predictions (JSONL)"], ["failures", "Failures (JSONL)"]];
+  if (d.row.finished) links.push(["manifest", "Manifest (JSON)"]);
+  if (d.evaluation) links.push(["evaluation", "Evaluation (JSON)"]);
   document.getElementById("downloads").replaceChildren(...links.map(([what, label]) =>
     h("li", {}, h("a", { href: `${BASE}/download/${what}`, download: true }, label))));
 }
@@ -165,6 +167,7 @@ async function refresh() {
   renderEvaluation(detail);
   renderEvents(detail);
   renderPods(detail);
+  renderDownloads(detail);
   if (resultsOffset === 0) loadResults();
 }
 
@@ -223,7 +226,6 @@ document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("editor-close").addEventListener("click", () => { document.getElementById("editor").hidden = true; });
   document.getElementById("results-prev").addEventListener("click", () => { resultsOffset = Math.max(0, resultsOffset - PAGE); loadResults(); });
   document.getElementById("results-next").addEventListener("click", () => { resultsOffset += PAGE; loadResults(); });
-  renderDownloads();
   await refresh();
   liveStream(`/api/stream?namespace=${encodeURIComponent(NAMESPACE)}&name=${encodeURIComponent(NAME)}`, (message) => {
     if (message.type === "error") { showError(message.message); return; }
