@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.dashboard.cdp import Page
 from tests.dashboard.conftest import Dashboard
@@ -256,8 +257,25 @@ async def test_the_read_only_mode_shows_runs_and_refuses_actions(
     page: Page,
     tmp_path: Path,
 ) -> None:
-    dataset = write_items(tmp_path / "items.jsonl", [float(n) for n in range(40)])
-    cluster.apply(batch_prediction("seen", triton_server, dataset, tmp_path / "out"), namespace)
+    images = tmp_path / "images" / "scans"
+    images.mkdir(parents=True)
+    for value in range(6):
+        Image.new("RGB", (64, 48), (value * 40, 80, 160)).save(images / f"scan{value}.png")
+    bp = batch_prediction(
+        "seen",
+        triton_server,
+        tmp_path / "images",
+        tmp_path / "out",
+        model={"name": "image_mean", "inputs": [{"name": "image", "field": "$item"}]},
+        input={
+            "uri": str(tmp_path / "images"),
+            "format": "files",
+            "preprocess": {"image": {"resize": [8, 8], "scale": 1.0}},
+        },
+        shards=1,
+        parallelism=1,
+    )
+    cluster.apply(bp, namespace)
     await page.goto(read_only_dashboard.url)
     await page.wait_for(
         "document.getElementById('mode').innerText === 'Read-only'", "the read-only badge"
@@ -294,3 +312,16 @@ async def test_the_read_only_mode_shows_runs_and_refuses_actions(
     assert page.errors == []
     assert len(page.failed_requests) == 1, page.failed_requests  # the cancel sent anyway
     assert "403" in page.failed_requests[0]
+
+    # The results of an image dataset show each image as a thumbnail, read-only too.
+    wait_for_phase(cluster, name="seen", namespace=namespace, phases={"Succeeded"})
+    await page.goto(f"{read_only_dashboard.url}runs/{namespace}/seen")
+    loaded = await page.wait_for(
+        "(() => { const imgs = [...document.querySelectorAll('#results img.thumb')];"
+        " return imgs.length === 6 && imgs.every(i => i.complete && i.naturalWidth > 0)"
+        " && imgs.map(i => i.alt); })()",
+        "six thumbnails loaded",
+    )
+    assert sorted(loaded) == [f"Image scans/scan{n}.png" for n in range(6)]
+    assert "mean" in await page.text("#results thead")
+    assert page.errors == []

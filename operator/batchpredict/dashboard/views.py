@@ -137,8 +137,6 @@ def _tone(kind: str, state: str) -> str:
     return "neutral"
 
 
-
-
 def spec_summary(spec: dict[str, Any]) -> list[tuple[str, str]]:
     """The spec in a few labelled lines for the run page's header."""
     triton = spec.get("triton") or {}
