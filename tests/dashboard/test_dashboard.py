@@ -175,8 +175,25 @@ async def test_a_failed_item_shows_its_code_retry_starts_a_round_and_results_sho
     assert float(by_id["item-1"]["y"]) == 2.0
     assert float(by_id["item-7"]["y"]) == 14.0
     assert len(cells) == 20  # one page
-    assert "Succeeded" in await page.text("#conditions") or await page.text("#conditions")
-    assert "Show log" in await page.text("#pods") or "No pods" in await page.text("#pods")
+    conditions = await page.text("#conditions")
+    assert "The model is ready on Triton." in conditions
+    assert "The run has finished." in conditions
+    assert "INVALID_ARGUMENT: 4" in await page.text("#failure-summary")
+    events = await page.text("#events")
+    assert "PartiallySucceeded" in events
+    assert "Pending" in events
+    # A shard pod's log, read through the API server (pods/log).
+    assert "shards round 0 shard 1" in await page.text("#pods")
+    await page.eval(
+        "[...document.querySelectorAll('#pods li')].find(li => li.innerText.includes("
+        "'shards round 0 shard 1')).querySelector('button').click()"
+    )
+    log = await page.wait_for(
+        "!document.getElementById('log').innerText.startsWith('Loading') &&"
+        " document.getElementById('log').innerText",
+        "the pod's log",
+    )
+    assert not log.startswith("Cannot read the log"), log
     await page.screenshot(screenshots / "run-1280.png")
     await page.viewport(*PHONE, mobile=True)
     assert await fits_width(page)
