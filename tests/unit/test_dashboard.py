@@ -20,7 +20,7 @@ from PIL import Image
 from batchpredict.dashboard import outputs
 from batchpredict.dashboard.feed import RunFeed
 from batchpredict.dashboard.kube import Kube
-from batchpredict.dashboard.server import ACTION_HEADER, build_app
+from batchpredict.dashboard.server import ACTION_HEADER, LOOPBACK_NAMES, build_app
 from batchpredict.dashboard.views import plain_condition, rounds, run_detail, run_row, template
 from batchpredict.io.layout import OutputLayout
 
@@ -228,7 +228,7 @@ async def _client(read_only: bool) -> TestClient[Any, Any]:
     configuration = client.Configuration()
     configuration.host = "http://127.0.0.1:9"
     kube = Kube(client.ApiClient(configuration))
-    app = build_app(kube, RunFeed(kube, "team-a", "team-a"), read_only)
+    app = build_app(kube, RunFeed(kube, "team-a", "team-a"), read_only, LOOPBACK_NAMES)
     test_client: TestClient[Any, Any] = TestClient(TestServer(app))
     await test_client.start_server()
     return test_client
@@ -299,3 +299,10 @@ async def test_a_new_run_must_be_a_yaml_mapping(local: TestClient[Any, Any]) -> 
     )
     assert response.status == 400
     assert "YAML mapping" in (await response.json())["error"]
+
+
+async def test_on_loopback_only_loopback_host_names_are_served(local: TestClient[Any, Any]) -> None:
+    # A site whose name was rebound to 127.0.0.1 sends its own name as Host.
+    for host, status in [("evil.example:8765", 403), ("localhost:8765", 200), ("[::1]:8765", 200)]:
+        response = await local.get("/api/config", headers={"Host": host})
+        assert response.status == status, host

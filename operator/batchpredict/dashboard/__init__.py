@@ -18,6 +18,15 @@ import webbrowser
 from batchpredict import incluster
 
 DEFAULT_PORT = 8765
+DESCRIPTION = """The batchpredict web dashboard: runs with live progress, run pages (conditions,
+shards, failures, Events, logs, results), and retry/suspend/resume/cancel with your own
+kubeconfig. Serves on 127.0.0.1 and opens the browser.
+
+examples:
+  batchpredict-dashboard                    # every namespace you can see
+  batchpredict-dashboard -n team-a --port 8080 --no-browser
+  batchpredict-dashboard --read-only --host 0.0.0.0   # the chart's in-cluster mode
+"""
 log = logging.getLogger(__name__)
 
 
@@ -43,11 +52,13 @@ async def _serve(
 
     from batchpredict.dashboard.feed import RunFeed  # noqa: PLC0415
     from batchpredict.dashboard.kube import Kube  # noqa: PLC0415
-    from batchpredict.dashboard.server import build_app  # noqa: PLC0415
+    from batchpredict.dashboard.server import LOOPBACK_NAMES, build_app  # noqa: PLC0415
 
     kube = Kube(await incluster.api_client())
     feed = RunFeed(kube, namespace, _fallback_namespace())
-    runner = web.AppRunner(build_app(kube, feed, read_only), access_log=None)
+    # On loopback, only loopback names: a site rebound to 127.0.0.1 is refused (DNS rebinding).
+    hosts = LOOPBACK_NAMES if host in LOOPBACK_NAMES else frozenset()
+    runner = web.AppRunner(build_app(kube, feed, read_only, hosts), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -89,10 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str = "batchpredict-dashboard") -> None:
+    """The console script; `kubectl batchpredict dashboard ARGS` calls
+    `main(ARGS, prog="kubectl batchpredict dashboard")` (or, with its own argparse
+    subcommand, `add_arguments(subparser)` then `serve_args(args)`)."""
     parser = argparse.ArgumentParser(
-        prog="batchpredict-dashboard",
-        description=__doc__,
+        prog=prog,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)

@@ -4,7 +4,8 @@ API over the user's cluster, and one server-sent event stream fed by a watch (fe
 Local mode acts with the user's kubeconfig; `read_only` (the chart's in-cluster mode) refuses
 every action with a message and the pages disable their buttons. Actions need a header that a
 page of another site cannot send without CORS (which this server never grants), so a web page
-open in the same browser cannot act through the dashboard.
+open in the same browser cannot act through the dashboard; and on loopback only a loopback
+Host is served, so a site whose name is rebound to 127.0.0.1 cannot read it either.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KUBE: web.AppKey[Kube] = web.AppKey("kube", Kube)
 FEED: web.AppKey[RunFeed] = web.AppKey("feed", RunFeed)
 READ_ONLY: web.AppKey[bool] = web.AppKey("read_only", bool)
+HOSTS: web.AppKey[frozenset[str]] = web.AppKey("hosts", frozenset)
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -65,6 +68,9 @@ def _error(status: int, message: str) -> web.Response:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Security headers on every answer; actions only from the dashboard's own pages; the API
     server's refusals passed on with its message."""
+    hosts = request.app[HOSTS]
+    if hosts and _host_name(request.host) not in hosts:
+        return _error(403, f"this dashboard answers only to {', '.join(sorted(hosts))}")
     if request.method not in {"GET", "HEAD"}:
         if request.headers.get(ACTION_HEADER) != "1":
             return _error(403, f"actions need the {ACTION_HEADER} header (send from the page)")
@@ -77,6 +83,13 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     for key, value in SECURITY_HEADERS.items():
         response.headers.setdefault(key, value)
     return response
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port."""
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 # --- pages and assets -------------------------------------------------------------------
@@ -323,9 +336,12 @@ async def create(request: web.Request) -> web.Response:
 
 
 # --- the application -------------------------------------------------------------------------
-def build_app(kube: Kube, feed: RunFeed, read_only: bool) -> web.Application:
+def build_app(
+    kube: Kube, feed: RunFeed, read_only: bool, hosts: frozenset[str] = frozenset()
+) -> web.Application:
+    """`hosts`: the Host names served (empty: any, for a Service or an ingress)."""
     app = web.Application(middlewares=[guard])
-    app[KUBE], app[FEED], app[READ_ONLY] = kube, feed, read_only
+    app[KUBE], app[FEED], app[READ_ONLY], app[HOSTS] = kube, feed, read_only, hosts
     run_path = "/api/runs/{namespace}/{name}"
     app.add_routes(
         [
