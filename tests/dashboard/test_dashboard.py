@@ -259,6 +259,21 @@ async def test_a_failed_item_shows_its_code_retry_starts_a_round_and_results_sho
         "the dry run to pass",
     )
     assert cluster.get("batchpredictions.batchpredict.io", "gated-copy", namespace) is None
+
+    # Evaluation metrics, when the run has them (evaluation.json, read by io/results.py): this
+    # run compares with no labels, so the test writes the file where the finalize step would.
+    assert "Evaluation" not in await page.text("#downloads")
+    metrics = {"accuracy": 0.98, "items": 196}
+    (tmp_path / "out" / "evaluation.json").write_text(json.dumps(metrics))
+    await page.goto(f"{dashboard.url}runs/{namespace}/gated")
+    shown = await page.wait_for(
+        "!document.getElementById('evaluation-section').hidden &&"
+        " document.getElementById('evaluation').innerText",
+        "the evaluation section",
+    )
+    assert "accuracy" in shown
+    assert "0.98" in shown
+    assert "Evaluation (JSON)" in await page.text("#downloads")
     assert page.errors == []
     # The one refused request is the dry run of the invalid copy (422 from the API server).
     assert len(page.failed_requests) == 1, page.failed_requests
