@@ -225,7 +225,7 @@ async def results(request: web.Request) -> web.Response:
     limit = int(request.query.get("limit", "20"))
     try:
         page = await asyncio.to_thread(outputs.results_page, _output_uri(bp), offset, limit)
-    except OSError as error:
+    except Exception as error:  # noqa: BLE001 - storage errors vary by backend (botocore, gcsfs...)
         return _error(502, f"cannot read the outputs at {_output_uri(bp)}: {error}")
     return web.json_response(page)
 
@@ -276,8 +276,10 @@ async def thumbnail(request: web.Request) -> web.Response:
     input_uri = str(((bp.get("spec") or {}).get("input") or {}).get("uri") or "")
     try:
         png = await asyncio.to_thread(outputs.thumbnail, input_uri, request.query.get("id", ""))
-    except (ValueError, OSError) as error:
+    except (ValueError, FileNotFoundError) as error:
         return _error(404, str(error))
+    except Exception as error:  # noqa: BLE001 - storage errors vary by backend
+        return _error(502, f"cannot read {request.query.get('id', '')}: {error}")
     return web.Response(body=png, content_type="image/png")
 
 
