@@ -35,6 +35,16 @@ crds: $(STAMP)  ## regenerate crds/ (and the chart's copy) from the pydantic mod
 	$(BIN)/python -m batchpredict.api.crd crds
 	cp crds/batchpredict.io_*.yaml charts/batchpredict/crds/
 
+.PHONY: chromium dashboard test-dashboard
+chromium:  ## install Debian's chromium for the dashboard tier when missing (apt-get, as root)
+	@bash hack/chromium/install.sh
+
+dashboard: $(STAMP)  ## the web dashboard on 127.0.0.1:8765 with your kubeconfig (opens a browser)
+	$(BIN)/batchpredict-dashboard
+
+test-dashboard: $(STAMP)  ## the dashboard tier: headless chromium against the cluster and Triton
+	$(BIN)/pytest -ra tests/dashboard tests/unit/test_dashboard.py
+
 .PHONY: helm chart-test images kind-e2e
 helm:  ## build helm from the Go module proxy (cached outside the repo); prints its path
 	@bash hack/helm/build.sh

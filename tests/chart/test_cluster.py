@@ -96,8 +96,15 @@ def test_server_dry_run_accepts_default_and_full_values(
     extras = served_extras(chart_crds)
     for files, sets in (
         ((), {}),
-        ((FULL_VALUES,), {"watchNamespaces": json.dumps([namespace])}),
+        (
+            (FULL_VALUES,),
+            {
+                "watchNamespaces": json.dumps([namespace]),
+                "dashboard.namespace": json.dumps(namespace),
+            },
+        ),
         ((), {"replicaCount": "2", "podDisruptionBudget.enabled": "true"}),
+        ((), {"dashboard.enabled": "true"}),
     ):
         rendered = helm.template(*files, namespace=namespace, sets=sets, api_versions=extras)
         objects = parse(rendered.stdout)

@@ -28,8 +28,14 @@ def operator_config(objects: list[dict[str, Any]]) -> OperatorConfig:
     return OperatorConfig.model_validate(yaml.safe_load(config_maps[0]["data"]["config.yaml"]))
 
 
+def operator_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Without the dashboard's (tests/chart/test_render_dashboard.py)."""
+    component = "app.kubernetes.io/component"
+    return [o for o in objects if o["metadata"].get("labels", {}).get(component) != "dashboard"]
+
+
 def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    pod = one(operator_objects(objects), "Deployment")["spec"]["template"]["spec"]
     assert len(pod["containers"]) == 1
     return dict(pod["containers"][0])
 
@@ -327,7 +333,7 @@ def test_replicas_turn_peering_on(helm: Helm) -> None:
 
 
 def test_metrics_service_monitor_and_disruption_budget(helm: Helm) -> None:
-    objects = helm.render(FULL_VALUES)
+    objects = operator_objects(helm.render(FULL_VALUES))
     service = one(objects, "Service")
     assert service["spec"]["ports"] == [
         {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}

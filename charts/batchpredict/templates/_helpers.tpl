@@ -112,3 +112,18 @@ Optional keys are left out when unset so the operator's defaults apply.
 {{- define "batchpredict.admissionPolicy" -}}
 {{- and .Values.admissionPolicy.enabled (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") }}
 {{- end }}
+
+{{/* The dashboard's labels: the chart's, with its own component (never the operator's selector). */}}
+{{- define "batchpredict.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "batchpredict.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/component: dashboard
+{{- end }}
+
+{{- define "batchpredict.dashboardLabels" -}}
+helm.sh/chart: {{ include "batchpredict.chart" . }}
+{{ include "batchpredict.dashboardSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: batchpredict
+{{- end }}
