@@ -100,6 +100,14 @@ class InputSpec(ApiModel):
     )
     select: Select | None = Field(default=None, description="Score a subset of the dataset.")
     preprocess: Preprocess | None = Field(default=None, description="Transform items into tensors.")
+    byte_ranges: bool | None = Field(
+        default=None,
+        description="JSONL/CSV: plan shards as byte ranges of the files, aligned to line ends, "
+        "without reading the data (the total is learned as shards count their ranges; rows "
+        "without idField get the id `<file>:<range start>+<row in range>`). Left out: when "
+        "the files hold 256 MiB or more. Not with select.limit, nor for CSV values with "
+        "newlines inside quotes (set false).",
+    )
 
 
 class OutputFormat(StrEnum):
