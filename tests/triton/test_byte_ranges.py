@@ -7,33 +7,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from batchpredict.worker.main import run
+from tests.e2e.invariant import ids_by_byte_ranges
 from tests.harness.triton_server import TritonHandle
 from tests.triton.support import assert_each_id_once, final_failures, predictions, worker_env
 
 pytestmark = pytest.mark.triton
-
-
-def expected_ids(path: Path, splits: list[list[Any]], header: bool) -> dict[str, bytes]:
-    """Id -> line for every item, derived from the bytes alone: a range [start, end) holds
-    the non-blank lines that start in it, its k-th one has the id `<file>:<start>+<k>`."""
-    data = path.read_bytes()
-    starts = [0] + [i + 1 for i, b in enumerate(data) if b == ord("\n") and i + 1 < len(data)]
-    ids: dict[str, bytes] = {}
-    for _, start, end in splits:
-        k = 0
-        for line_start in starts:
-            if not start <= line_start < end or (header and line_start == 0):
-                continue
-            line = data[line_start : data.find(b"\n", line_start) + 1 or len(data)]
-            if line.strip():
-                ids[f"{path.name}:{start}+{k}"] = line
-                k += 1
-    return ids
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
@@ -67,7 +49,7 @@ def test_byte_ranges_keep_each_item_once_through_rounds(
     assert run("plan", env) == 0
     plan = json.loads((out / "plan.json").read_text())
     assert (plan["total"], plan["shards"], plan["byteRanges"]) == (None, 5, True)
-    ids = expected_ids(path, plan["splits"], header=fmt == "csv")
+    ids = ids_by_byte_ranges(path, plan["splits"], header=fmt == "csv")
     assert len(ids) == n
 
     flag = triton_server.model_repository / "flaky" / "unavailable_until"

@@ -237,3 +237,15 @@ def test_a_retry_reads_only_the_wanted_positions_of_its_range(tmp_path: Path) ->
         (base + 2, f"a.jsonl:{splits[1].start}+2"),
         (base + 5, f"a.jsonl:{splits[1].start}+5"),
     ]
+
+
+@pytest.mark.parametrize(
+    "input_",
+    [
+        {"uri": "/d", "format": "parquet", "byteRanges": True},
+        {"uri": "/d", "format": "jsonl", "byteRanges": True, "select": {"limit": 10}},
+    ],
+)
+def test_byte_ranges_only_for_text_without_a_limit(input_: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="byteRanges: only for jsonl and csv"):
+        InputSpec.model_validate(input_)

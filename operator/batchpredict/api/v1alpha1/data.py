@@ -84,7 +84,24 @@ class Preprocess(ApiModel):
         return self
 
 
+BYTE_RANGES_RULE = (
+    "input.byteRanges: only for jsonl and csv, and not with select.limit (which needs the "
+    "rows counted in order)"
+)
+
+
 class InputSpec(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": schema_extra(
+            cel(
+                "!has(self.byteRanges) || !self.byteRanges || "
+                "((self.format == 'jsonl' || self.format == 'csv') && "
+                "(!has(self.select) || !has(self.select.limit)))",
+                BYTE_RANGES_RULE,
+            )
+        )
+    }
+
     uri: str = Field(
         min_length=1,
         description="Dataset location: a path in the pod (volume mount), `s3://`, `gs://`, "
@@ -108,6 +125,14 @@ class InputSpec(ApiModel):
         "the files hold 256 MiB or more. Not with select.limit, nor for CSV values with "
         "newlines inside quotes (set false).",
     )
+
+    @model_validator(mode="after")
+    def _byte_ranges(self) -> InputSpec:
+        text = self.format in {InputFormat.JSONL, InputFormat.CSV}
+        limit = self.select is not None and self.select.limit is not None
+        if self.byte_ranges and (not text or limit):
+            raise ValueError(BYTE_RANGES_RULE)
+        return self
 
 
 class OutputFormat(StrEnum):
