@@ -217,7 +217,7 @@ class _Run:
         )
 
     def pending(self) -> None:
-        message = "counting the dataset and checking the model"
+        message = "planning the shards (listing or counting the dataset) and checking the model"
         if self.status.start_time is None:
             self.set(start_time=self.now)
         self.set(phase=Phase.PENDING, message=message)
