@@ -4,7 +4,8 @@ In one run, for the same items:
   1. the worker (plan + one shard, as `batchpredict-worker` processes, against tritonserver's
      `double` model) reading Parquet, JSONL, CSV and gzip-compressed JSONL: items/s of the
      shard pipeline and the ratio of each to Parquet (formats alternate over `--rounds`
-     rounds; the mean is printed);
+     rounds; the mean is printed); then the gzip file's decompression alone by Arrow's zlib,
+     Python's gzip and ISA-L;
   2. the image path of a worker (read the file, decode the JPEG, resize to 224x224, normalize,
      stack into requests: what the reading side of a shard does before Triton) with 1
      preprocessing worker and with all the cores this process may use, against one thread
@@ -159,6 +160,41 @@ def bench_formats(triton: TritonHandle, items: int, rounds: int, tmp: Path) -> N
             f"{fmt:>9}: {rate:>9,.0f} items/s (runs: {each}); CPU s per 1M items: worker "
             f"{cpu:.2f}, its reading thread {reading:.2f}; ratio to Parquet {rate / parquet:.2f}"
         )
+
+
+def bench_gzip(tmp: Path) -> None:
+    """Decompression alone, per library, on the formats' gzip JSONL: why the worker reads
+    gzip through ISA-L (io/textblocks.py) and the other codecs through Arrow."""
+    from isal import igzip  # noqa: PLC0415 (this part only)
+
+    path = tmp / "items.jsonl.gz"
+
+    def drain(stream: Any) -> int:
+        size = 0
+        while data := stream.read(4 << 20):
+            size += len(data)
+        return size
+
+    def arrow() -> int:
+        with path.open("rb") as handle:
+            return drain(pa.CompressedInputStream(pa.PythonFile(handle, mode="r"), "gzip"))
+
+    def isal() -> int:
+        with path.open("rb") as handle, igzip.IGzipFile(fileobj=handle, mode="rb") as stream:  # type: ignore[no-untyped-call]
+            return drain(stream)
+
+    def stdlib() -> int:
+        with gzip.open(path, "rb") as stream:
+            return drain(stream)
+
+    print(f"== gzip: decompressing {path.stat().st_size / 1e6:.0f} MB alone, best of 3")
+    for label, read in (("Arrow (zlib)", arrow), ("Python gzip", stdlib), ("ISA-L", isal)):
+        best, size = float("inf"), 0
+        for _ in range(3):
+            started = time.perf_counter()
+            size = read()
+            best = min(best, time.perf_counter() - started)
+        print(f"{label:>13}: {size / best / 1e6:5.0f} MB/s of output")
 
 
 def write_images(directory: Path, count: int) -> None:
@@ -331,6 +367,7 @@ def main() -> None:
     try:
         if "formats" in args.parts:
             bench_formats(triton, args.items, args.rounds, tmp)
+            bench_gzip(tmp)
         if "images" in args.parts or "plan" in args.parts:
             bench_images(args.images, tmp)  # the plan's `files` dataset too
         if "plan" in args.parts:
