@@ -11,7 +11,6 @@ Parquet; ids and `select.where` compare values as text the way Python's `str` wr
 
 from __future__ import annotations
 
-import io
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,16 +25,9 @@ from numpy.typing import NDArray
 from batchpredict.api.v1alpha1.data import InputFormat, InputSpec, Select
 from batchpredict.io.csvblocks import count_csv, csv_blocks, csv_header
 from batchpredict.io.jsonlblocks import count_jsonl, first_jsonl_row, jsonl_blocks
-from batchpredict.io.splits import ByteSplit, split_bytes
+from batchpredict.io.splits import ByteSplit, split_stream
 from batchpredict.io.storage import filesystem
-from batchpredict.io.textblocks import (
-    BLOCK_BYTES,
-    MALFORMED,
-    Chained,
-    TextBlock,
-    open_decompressed,
-    strip_codec,
-)
+from batchpredict.io.textblocks import MALFORMED, TextBlock, open_decompressed, strip_codec
 
 __all__ = ["MALFORMED", "Dataset", "DatasetNotFoundError", "ItemBatch", "open_dataset", "take"]
 # The whole file's bytes, for `files` datasets (`$item` in tensor mappings).
@@ -300,8 +292,7 @@ class Dataset:
             if split.end is None:
                 stream = open_decompressed(handle, split.path)
             else:
-                raw = Chained(split_bytes(handle, split.start, split.end))
-                stream = io.BufferedReader(raw, BLOCK_BYTES)
+                stream = split_stream(handle, split.start, split.end)
             if self.spec.format == InputFormat.CSV:
                 yield from csv_blocks(
                     stream, count_before=max(0, skip), header=header, origin=origin

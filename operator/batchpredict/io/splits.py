@@ -18,18 +18,19 @@ splits before it hold.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, cast
 
 from batchpredict.io.textblocks import codec_of
 
 # Positions of shard i are i * SPLIT_STRIDE + k: room for 2^40 items per split and
 # 100,000 shards within int64.
 SPLIT_STRIDE = 1 << 40
-# Reads while looking for line ends.
-_READ_BYTES = 1 << 20
+# Reads of a split (a text block's size: no copy between them and the blocks).
+_READ_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,22 @@ def split_bytes(handle: IO[bytes], start: int, end: int) -> Iterator[bytes]:
         yield data
         position += len(data)
         data = b""
+
+
+class _Chunks(io.RawIOBase):
+    """A split's bytes as a stream whose reads return its chunks as they come (the block
+    readers take reads of any size, so nothing is copied to fit a size)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:  # any size will do for the block readers
+        return next(self._chunks, b"")
+
+
+def split_stream(handle: IO[bytes], start: int, end: int) -> IO[bytes]:
+    """`split_bytes` as a stream for the block readers."""
+    return cast(IO[bytes], _Chunks(split_bytes(handle, start, end)))

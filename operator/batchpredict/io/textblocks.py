@@ -148,7 +148,7 @@ def rows_in(data: bytes, blank: re.Pattern[bytes], tail_blank: Callable[[bytes],
     return lines - len(blank.findall(b"\n" + data))
 
 
-class Chained(io.RawIOBase):
+class _Chained(io.RawIOBase):
     """Byte blocks as one readable stream (to hand the rest of a file to Python's csv)."""
 
     def __init__(self, blocks: Iterator[bytes]) -> None:
@@ -169,5 +169,5 @@ class Chained(io.RawIOBase):
 
 
 def text_stream(blocks: Iterator[bytes]) -> io.TextIOWrapper:
-    stream = io.BufferedReader(Chained(blocks), BLOCK_BYTES)
+    stream = io.BufferedReader(_Chained(blocks), BLOCK_BYTES)
     return io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
