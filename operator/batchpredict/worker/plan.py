@@ -69,15 +69,9 @@ def make_plan(dataset: Dataset, env: WorkerEnv, chunk_items: int) -> ShardPlan:
     """By byte ranges from the listing (text formats, see planning.py), else by rows counted
     (Parquet from its metadata, files from the listing, small text files from line ends)."""
     spec = env.spec
-    wanted = spec.input.byte_ranges
+    wanted = spec.input.byte_ranges  # true only where the spec's validation allows it
     text = spec.input.format in {InputFormat.JSONL, InputFormat.CSV}
     limit = spec.input.select is not None and spec.input.select.limit is not None
-    if wanted and (not text or limit):
-        raise CannotStartError(
-            exit_codes.REASON_INVALID_SPEC,
-            "spec.input.byteRanges: only for jsonl and csv, and not with select.limit "
-            "(which needs the rows counted in order)",
-        )
     if text and not limit and wanted is not False:
         sizes = dataset.file_sizes()
         if wanted or sum(size for _, size in sizes) >= BYTE_RANGES_FROM:
