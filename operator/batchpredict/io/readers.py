@@ -7,6 +7,8 @@ A row that cannot be read fails alone: it keeps its position and id and carries 
 JSONL and CSV are parsed by Arrow in blocks (textblocks.py, jsonlblocks.py, csvblocks.py) and
 yield Arrow batches like
 Parquet; ids and `select.where` compare values as text the way Python's `str` writes them.
+In a plan by byte ranges (splits.py) a shard reads its range alone: positions count from the
+range's base, and a row without an id is `<file>:<range start>+<k>`.
 """
 
 from __future__ import annotations
