@@ -4,7 +4,8 @@ In one run, for the same items:
   1. the worker (plan + one shard, as `batchpredict-worker` processes, against tritonserver's
      `double` model) reading Parquet, JSONL, CSV and gzip-compressed JSONL: items/s of the
      shard pipeline and the ratio of each to Parquet (formats alternate over `--rounds`
-     rounds; the mean is printed);
+     rounds; the mean is printed); then the gzip file's decompression alone by Arrow's zlib,
+     Python's gzip and ISA-L;
   2. the image path of a worker (read the file, decode the JPEG, resize to 224x224, normalize,
      stack into requests: what the reading side of a shard does before Triton) with 1
      preprocessing worker and with all the cores this process may use, against one thread
@@ -12,7 +13,8 @@ In one run, for the same items:
      efficiency, images/s(all cores) / (cores x one-thread decode);
   3. the plan step (`batchpredict-worker plan`, the process a plan pod runs) on 1x, 10x and
      100x the data, for each format: the data is the same file hard-linked 1, 10 and 100
-     times into a directory, so 100x costs no disk.
+     times into a directory, so 100x costs no disk. JSONL and CSV twice: planned by rows
+     (counted from line ends) and by byte ranges (from the listing alone).
 
 Run: `make bench-inputs` (part of `make bench`), or
 `.venv/bin/python benchmarks/input_formats.py --items 200000 --images 300`.
@@ -89,11 +91,16 @@ def format_of(path: Path) -> str:
     return next(f for f in ("parquet", "jsonl", "csv") if f".{f}" in name)
 
 
-def worker_env(triton: TritonHandle, data: Path, out: Path, tmp: Path) -> dict[str, str]:
+def worker_env(
+    triton: TritonHandle, data: Path, out: Path, tmp: Path, byte_ranges: bool | None = None
+) -> dict[str, str]:
+    input_: dict[str, Any] = {"uri": str(data), "format": format_of(data), "idField": "key"}
+    if byte_ranges is not None:
+        input_["byteRanges"] = byte_ranges
     spec = {
         "model": {"name": "double", "inputs": [{"name": "x", "field": "x"}]},
         "triton": {"url": triton.grpc_url},
-        "input": {"uri": str(data), "format": format_of(data), "idField": "key"},
+        "input": input_,
         "output": {"uri": str(out), "format": "parquet"},
         "shards": 1,
     }
@@ -153,6 +160,41 @@ def bench_formats(triton: TritonHandle, items: int, rounds: int, tmp: Path) -> N
             f"{fmt:>9}: {rate:>9,.0f} items/s (runs: {each}); CPU s per 1M items: worker "
             f"{cpu:.2f}, its reading thread {reading:.2f}; ratio to Parquet {rate / parquet:.2f}"
         )
+
+
+def bench_gzip(tmp: Path) -> None:
+    """Decompression alone, per library, on the formats' gzip JSONL: why the worker reads
+    gzip through ISA-L (io/textblocks.py) and the other codecs through Arrow."""
+    from isal import igzip  # noqa: PLC0415 (this part only)
+
+    path = tmp / "items.jsonl.gz"
+
+    def drain(stream: Any) -> int:
+        size = 0
+        while data := stream.read(4 << 20):
+            size += len(data)
+        return size
+
+    def arrow() -> int:
+        with path.open("rb") as handle:
+            return drain(pa.CompressedInputStream(pa.PythonFile(handle, mode="r"), "gzip"))
+
+    def isal() -> int:
+        with path.open("rb") as handle, igzip.IGzipFile(fileobj=handle, mode="rb") as stream:  # type: ignore[no-untyped-call]
+            return drain(stream)
+
+    def stdlib() -> int:
+        with gzip.open(path, "rb") as stream:
+            return drain(stream)
+
+    print(f"== gzip: decompressing {path.stat().st_size / 1e6:.0f} MB alone, best of 3")
+    for label, read in (("Arrow (zlib)", arrow), ("Python gzip", stdlib), ("ISA-L", isal)):
+        best, size = float("inf"), 0
+        for _ in range(3):
+            started = time.perf_counter()
+            size = read()
+            best = min(best, time.perf_counter() - started)
+        print(f"{label:>13}: {size / best / 1e6:5.0f} MB/s of output")
 
 
 def write_images(directory: Path, count: int) -> None:
@@ -235,16 +277,28 @@ def bench_plan(triton: TritonHandle, items: int, images: int, tmp: Path) -> None
     paths = write_formats(item_table(items), tmp / "plan")
     print("== plan step: seconds of `batchpredict-worker plan` at 1x, 10x, 100x the data")
     print(f"(1x: {items:,} items; {images} image files)")
+    sizes = {fmt: paths[fmt].stat().st_size for fmt in FORMATS}
+    print(
+        "(text formats: 'rows' counts the rows from line ends, 'byte ranges' plans from the "
+        "listing alone; by default byte ranges from 256 MiB of files: "
+        + ", ".join(f"{f} 100x = {sizes[f] * 100 / 2**20:,.0f} MiB" for f in FORMATS[1:])
+        + ")"
+    )
     for fmt in FORMATS:
-        times = []
-        for copies in (1, 10, 100):
-            data = linked(paths[fmt], copies, tmp / "plan" / f"{fmt}-{copies}")
-            times.append(plan_seconds(triton, data, tmp))
-        print(
-            f"{fmt:>9}: "
-            + ", ".join(f"{t:.2f} s" for t in times)
-            + f" (100x/1x {times[2] / times[0]:.1f})"
-        )
+        modes: tuple[bool | None, ...] = (None,) if fmt == "parquet" else (False, True)
+        for byte_ranges in modes:
+            times = []
+            for copies in (1, 10, 100):
+                data = tmp / "plan" / f"{fmt}-{copies}"
+                if not data.exists():
+                    linked(paths[fmt], copies, data)
+                times.append(plan_seconds(triton, data, tmp, byte_ranges=byte_ranges))
+            label = {None: "", False: " rows", True: " byte ranges"}[byte_ranges]
+            print(
+                f"{fmt + label:>20}: "
+                + ", ".join(f"{t:.2f} s" for t in times)
+                + f" (100x/1x {times[2] / times[0]:.1f})"
+            )
     source = tmp / "images"
     times = []
     for copies in (1, 10, 100):
@@ -255,15 +309,25 @@ def bench_plan(triton: TritonHandle, items: int, images: int, tmp: Path) -> None
                 os.link(path, directory / f"c{i:03d}-{path.name}")
         times.append(plan_seconds(triton, directory, tmp, files=True))
     print(
-        f"{'files':>9}: "
+        f"{'files':>20}: "
         + ", ".join(f"{t:.2f} s" for t in times)
         + f" (100x/1x {times[2] / times[0]:.1f})"
     )
 
 
-def plan_seconds(triton: TritonHandle, data: Path, tmp: Path, *, files: bool = False) -> float:
+def plan_seconds(
+    triton: TritonHandle,
+    data: Path,
+    tmp: Path,
+    *,
+    files: bool = False,
+    byte_ranges: bool | None = None,
+) -> float:
     out = tmp / f"out-{time.monotonic_ns()}"
-    env = worker_env(triton, data, out, tmp) if not files else image_env(triton, data, out, tmp)
+    if files:
+        env = image_env(triton, data, out, tmp)
+    else:
+        env = worker_env(triton, data, out, tmp, byte_ranges)
     try:
         seconds = run_role("plan", env)
     except SystemExit as failed:  # a worker that cannot read this format
@@ -303,6 +367,7 @@ def main() -> None:
     try:
         if "formats" in args.parts:
             bench_formats(triton, args.items, args.rounds, tmp)
+            bench_gzip(tmp)
         if "images" in args.parts or "plan" in args.parts:
             bench_images(args.images, tmp)  # the plan's `files` dataset too
         if "plan" in args.parts:

@@ -1,19 +1,26 @@
 """Shard planning: a pure function the plan step and the operator share.
 
-A run's items are numbered 0..total-1 in dataset order (after `select`). A shard is a
-contiguous range of those positions; shard sizes differ by at most one item, unless the
-dataset has groups a shard must hold whole (a DICOM series' instances): then shards start at
-group boundaries (`starts`, written to plan.json as `shardStarts`).
+By rows (Parquet, files, DICOM, and small text datasets): a run's items are numbered
+0..total-1 in dataset order (after `select`); a shard is a contiguous range of those
+positions, shard sizes differ by at most one item, unless the dataset has groups a shard
+must hold whole (a DICOM series' instances): then shards start at group boundaries
+(`starts`, written to plan.json as `shardStarts`).
+By byte ranges (JSONL/CSV, see io/splits.py): shard i is a byte range of one file, planned from
+the listing without reading it; its items have positions i * SPLIT_STRIDE + k, and how many
+there are is learned when the shard counts its range (`sizes`). The total is then unknown
+until every shard has counted.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
+from batchpredict.io.splits import SPLIT_STRIDE, ByteSplit, plan_byte_splits
 
 # Shards outnumber pods so a slow pod does not hold the whole Job (DESIGN section 3).
 SHARDS_PER_POD = 4
@@ -25,63 +32,110 @@ MAX_SHARDS = 100_000
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """How a run's `total_items` are cut into `shards` contiguous ranges."""
+    """How a run's `total_items` are cut into `shards` contiguous ranges (by rows), or the
+    byte ranges `splits` (by bytes: `total_items` None until every split's size is known)."""
 
-    total_items: int
+    total_items: int | None
     shards: int
     chunk_items: int = DEFAULT_CHUNK_ITEMS
     # Each shard's first position when shards follow group boundaries; None: even cuts.
     starts: tuple[int, ...] | None = None
+    by_bytes: bool = False
+    splits: tuple[ByteSplit, ...] = ()
+    # Items of each byte-range split, where counted.
+    sizes: Mapping[int, int] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        if self.total_items < 0 or self.shards < 1 or self.chunk_items < 1:
+        impossible = self.shards < 1 or self.chunk_items < 1
+        if self.total_items is None and not self.by_bytes:
+            impossible = True
+        if impossible or (self.total_items is not None and self.total_items < 0):
             raise ValueError(f"impossible shard plan: {self}")
+        if self.splits and len(self.splits) != self.shards:
+            raise ValueError(f"{len(self.splits)} byte ranges for {self.shards} shards")
         if self.starts is not None and (
             len(self.starts) != self.shards
             or self.starts[0] != 0
             or any(b <= a for a, b in zip(self.starts, self.starts[1:], strict=False))
-            or self.starts[-1] >= max(self.total_items, 1)
+            or self.starts[-1] >= max(self.total_items or 0, 1)
         ):
             raise ValueError(f"impossible shard starts: {self}")
 
     def shard_range(self, shard: int) -> range:
-        """Item positions of `shard` (empty only when the dataset is empty)."""
+        """Item positions of `shard` (empty only when the dataset, or a byte range, has no
+        item); by bytes, only once the shard's size is known (`with_sizes`)."""
         if not 0 <= shard < self.shards:
             raise ValueError(f"shard {shard} is outside the plan's {self.shards} shards")
+        if self.by_bytes:
+            size = self.sizes.get(shard)
+            if size is None:
+                raise ValueError(f"the items of shard {shard} are not counted yet")
+            return range(shard * SPLIT_STRIDE, shard * SPLIT_STRIDE + size)
+        total = self.total_items or 0
         if self.starts is not None:
             last = shard + 1 == self.shards
-            return range(self.starts[shard], self.total_items if last else self.starts[shard + 1])
-        start = shard * self.total_items // self.shards
-        stop = (shard + 1) * self.total_items // self.shards
+            return range(self.starts[shard], total if last else self.starts[shard + 1])
+        start = shard * total // self.shards
+        stop = (shard + 1) * total // self.shards
         return range(start, stop)
+
+    def shard_size(self, shard: int) -> int | None:
+        """Items of `shard`, None while a byte range is not counted."""
+        if self.by_bytes and shard not in self.sizes:
+            return None
+        return len(self.shard_range(shard))
 
     def shard_of(self, position: int) -> int:
         """The shard holding item `position` (inverse of `shard_range`)."""
-        if not 0 <= position < self.total_items:
-            raise ValueError(f"item position {position} is outside 0..{self.total_items - 1}")
+        if self.by_bytes:
+            return position // SPLIT_STRIDE
+        total = self.total_items or 0
+        if not 0 <= position < total:
+            raise ValueError(f"item position {position} is outside 0..{total - 1}")
         if self.starts is not None:
             return bisect.bisect_right(self.starts, position) - 1
-        shard = (position * self.shards) // self.total_items
+        shard = (position * self.shards) // total
         # Integer rounding can put the guess one shard too low.
         while position >= self.shard_range(shard).stop:
             shard += 1
         return shard
 
-    def to_wire(self) -> dict[str, int]:
-        return {"total": self.total_items, "shards": self.shards, "chunkItems": self.chunk_items}
+    def with_sizes(self, sizes: Mapping[int, int]) -> ShardPlan:
+        """The plan knowing these byte ranges' item counts too (the total once all are)."""
+        known = {**self.sizes, **sizes}
+        total = sum(known.values()) if len(known) == self.shards else self.total_items
+        return replace(self, sizes=known, total_items=total)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The termination message's part (byte ranges are in plan.json only)."""
+        wire: dict[str, Any] = {
+            "total": self.total_items,
+            "shards": self.shards,
+            "chunkItems": self.chunk_items,
+        }
+        if self.by_bytes:
+            wire["byteRanges"] = True
+        return wire
+
+    def splits_to_wire(self) -> list[list[object]]:
+        return [s.to_wire() for s in self.splits]
 
     def starts_wire(self) -> dict[str, list[int]]:
         """For plan.json only (too long for a termination message): the shards' starts."""
         return {} if self.starts is None else {"shardStarts": list(self.starts)}
 
     @classmethod
-    def from_wire(cls, data: dict[str, object]) -> ShardPlan:
+    def from_wire(cls, data: Mapping[str, Any]) -> ShardPlan:
+        total = data.get("total")
+        splits = tuple(ByteSplit.from_wire(s) for s in data.get("splits") or [])
         starts = data.get("shardStarts")
         return cls(
-            total_items=int(str(data["total"])),
+            total_items=None if total is None else int(str(total)),
             shards=int(str(data["shards"])),
             chunk_items=int(str(data.get("chunkItems", DEFAULT_CHUNK_ITEMS))),
             starts=tuple(int(s) for s in starts) if isinstance(starts, list) else None,
+            by_bytes=bool(data.get("byteRanges")),
+            splits=splits,
         )
 
 
@@ -136,3 +190,31 @@ def group_starts(groups: Sequence[int], shards: int) -> tuple[int, ...]:
         starts.append(inner[j])
         low = j + 1
     return tuple(starts)
+
+
+def plan_byte_shards(
+    files: list[tuple[str, int]],
+    spec: BatchPredictionSpec,
+    chunk_items: int = DEFAULT_CHUNK_ITEMS,
+    bytes_per_item: float | None = None,
+) -> ShardPlan:
+    """Byte-range shards over `files` (path, size): spec.shards ranges, else as many as
+    itemsPerShard asks with `bytes_per_item` (a guess from the first lines), else 4 x
+    parallelism; at most MAX_SHARDS."""
+    total_bytes = sum(size for _, size in files)
+    if spec.shards is not None:
+        wanted = spec.shards
+    elif spec.items_per_shard is not None and bytes_per_item:
+        wanted = math.ceil(total_bytes / bytes_per_item / spec.items_per_shard)
+    else:
+        wanted = SHARDS_PER_POD * spec.parallelism
+    wanted = max(1, min(wanted, MAX_SHARDS))
+    splits = plan_byte_splits(files, wanted)
+    if len(splits) > MAX_SHARDS:
+        raise ValueError(
+            f"{len(splits)} compressed files: at most {MAX_SHARDS} (one shard each); "
+            "combine them or set spec.input.byteRanges: false"
+        )
+    if not splits:  # only empty files: one empty range keeps the plan's shape
+        splits = [ByteSplit(files[0][0], 0, 0)]
+    return ShardPlan(None, len(splits), chunk_items, by_bytes=True, splits=tuple(splits))

@@ -77,5 +77,24 @@ def assert_run_truth(
     return dict(status)
 
 
+def ids_by_byte_ranges(path: Path, splits: list[list[Any]], *, header: bool) -> dict[str, bytes]:
+    """Id -> line of every item of a text file planned by byte ranges (plan.json's
+    `splits`), derived from the bytes alone: a range [start, end) holds the non-blank lines
+    that start in it (after a CSV header), its k-th one has the id `<file>:<start>+<k>`."""
+    data = path.read_bytes()
+    starts = [0] + [i + 1 for i, b in enumerate(data) if b == ord("\n") and i + 1 < len(data)]
+    ids: dict[str, bytes] = {}
+    for _, start, end in splits:
+        k = 0
+        for line_start in starts:
+            if not start <= line_start < end or (header and line_start == 0):
+                continue
+            line = data[line_start : data.find(b"\n", line_start) + 1 or len(data)]
+            if line.strip():
+                ids[f"{path.name}:{start}+{k}"] = line
+                k += 1
+    return ids
+
+
 def _lines(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

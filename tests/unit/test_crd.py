@@ -80,6 +80,8 @@ def test_cel_rules_cover_cross_field_checks_and_immutability() -> None:
         rules = spec["properties"][field]["x-kubernetes-validations"]
         (immutable,) = [r for r in rules if r["rule"] == "self == oldSelf"]
         assert f"spec.{field} cannot change" in immutable["message"]
+    input_rules = spec["properties"]["input"]["x-kubernetes-validations"]
+    assert any("byteRanges" in r["rule"] and "select.limit" in r["message"] for r in input_rules)
 
 
 def test_printer_columns_and_names() -> None:

@@ -301,6 +301,13 @@ def test_jsonl_ids_and_where_are_python_text_of_the_values(tmp_path: Path) -> No
     ("suffix", "compress"),
     [
         (".gz", gzip.compress),
+        # gzip members one after another (as `cat a.gz b.gz` and parallel gzip tools write)
+        (
+            ".gz",
+            lambda data: b"".join(
+                gzip.compress(data[i : i + 999]) for i in range(0, len(data), 999)
+            ),
+        ),
         (".bz2", bz2.compress),
         (".zst", lambda data: pa.compress(data, "zstd", asbytes=True)),
     ],

@@ -42,23 +42,34 @@ def csv_header(stream: IO[bytes]) -> list[str]:
 
 
 def csv_blocks(
-    stream: IO[bytes], block_bytes: int | None = None, count_before: int = 0
+    stream: IO[bytes],
+    block_bytes: int | None = None,
+    count_before: int = 0,
+    header: list[str] | None = None,
+    origin: str = "",
 ) -> Iterator[TextBlock]:
     """The rows of a CSV stream (its header first), block by block. A block without quotes
-    whose rows all come before row `count_before` comes counted (`TextBlock(counted=n)`)."""
+    whose rows all come before row `count_before` comes counted (`TextBlock(counted=n)`).
+    `header`: the stream has none (a byte range after the file's start); `origin`: what
+    line numbers count from, for messages."""
     blocks = raw_blocks(stream, block_bytes or textblocks.BLOCK_BYTES, _csv_cut)
-    first = next(blocks, b"")
-    end = first.find(b"\n") + 1 or len(first)
-    head = first[:end]
-    header = next(csv.reader(io.StringIO(head.decode("utf-8", errors="replace"), newline="")), None)
     if header is None:
-        return
-    if head.count(b'"') % 2 or lone_cr(head):
-        # A header across lines: Python's csv from the start (rare enough not to matter).
-        yield from _row_blocks(_python_rows(_prepend(first, blocks), header, skip_header=True))
-        return
-    line, rows = 1, 0  # lines and rows before the block
-    chained = _prepend(first[end:], blocks)
+        first = next(blocks, b"")
+        end = first.find(b"\n") + 1 or len(first)
+        head = first[:end]
+        text = head.decode("utf-8", errors="replace")
+        header = next(csv.reader(io.StringIO(text, newline="")), None)
+        if header is None:
+            return
+        if head.count(b'"') % 2 or lone_cr(head):
+            # A header across lines: Python's csv from the start (rare enough not to matter).
+            rows_ = _python_rows(_prepend(first, blocks), header, origin=origin, skip_header=True)
+            yield from _row_blocks(rows_)
+            return
+        line, rows = 1, 0  # lines and rows before the block
+        chained = _prepend(first[end:], blocks)
+    else:
+        line, rows, chained = 0, 0, blocks
     for data in chained:
         if rows < count_before and b'"' not in data and not lone_cr(data):
             # Without quotes, each non-empty line is one record.
@@ -70,11 +81,12 @@ def csv_blocks(
         block = _csv_arrow(data, header)
         if block is None and b'"' in data:
             # A quote may hide where records end: Python from here to the end of the file.
-            yield from _row_blocks(_python_rows(_prepend(data, chained), header, line))
+            yield from _row_blocks(_python_rows(_prepend(data, chained), header, line, origin))
             return
         if block is None:
             # Without quotes every newline ends a record: Python for this block only.
-            block = TextBlock(rows=list(_csv_reader_rows(_csv_reader(data), header, line)))
+            reader = _csv_reader(data)
+            block = TextBlock(rows=list(_csv_reader_rows(reader, header, line, origin)))
         yield block
         line, rows = line + count_lines(data), rows + block.num_rows
 
@@ -136,21 +148,28 @@ def _csv_reader(data: bytes) -> Any:
 
 
 def _python_rows(
-    blocks: Iterator[bytes], header: list[str], before: int = 0, *, skip_header: bool = False
+    blocks: Iterator[bytes],
+    header: list[str],
+    before: int = 0,
+    origin: str = "",
+    *,
+    skip_header: bool = False,
 ) -> Iterator[Row]:
     reader = csv.reader(text_stream(blocks))
     if skip_header:
         next(reader, None)
-    yield from _csv_reader_rows(reader, header, before)
+    yield from _csv_reader_rows(reader, header, before, origin)
 
 
-def _csv_reader_rows(reader: Any, header: list[str], before: int) -> Iterator[Row]:
+def _csv_reader_rows(
+    reader: Any, header: list[str], before: int, origin: str = ""
+) -> Iterator[Row]:
     for row in reader:
         if not row:
             continue
         if len(row) != len(header):
             number = before + reader.line_num
-            message = f"line {number} has {len(row)} fields, the header has {len(header)}"
+            message = f"line {number}{origin} has {len(row)} fields, the header has {len(header)}"
             yield None, (MALFORMED, message)
             continue
         yield dict(zip(header, row, strict=True)), None

@@ -2,6 +2,7 @@
 
     <output.uri>/
       plan.json                              plan step: {total, shards, chunkItems, ...}
+      splits/shard-<shard>.json              byte-range plans: the items of a shard's range
       rounds/<round>/redo-all                a manual retry round: redoes every failure
       rounds/<round>/shard-<shard>/          round 0 = first pass, 1.. = retry rounds
         predictions-<chunk>.jsonl|.parquet   one row per succeeded item (committed last)
@@ -74,6 +75,9 @@ class OutputLayout:
 
     def combined(self, ext: str) -> str:
         return self.path(f"predictions.{ext}")
+
+    def split_count(self, shard: int) -> str:
+        return self.path("splits", f"shard-{shard:05d}.json")
 
     def shard_dir(self, round_: int, shard: int) -> str:
         return self.path("rounds", f"{round_:03d}", f"shard-{shard:05d}")

@@ -7,10 +7,13 @@ A row that cannot be read fails alone: it keeps its position and id and carries 
 JSONL and CSV are parsed by Arrow in blocks (textblocks.py, jsonlblocks.py, csvblocks.py) and
 yield Arrow batches like
 Parquet; ids and `select.where` compare values as text the way Python's `str` writes them.
+In a plan by byte ranges (splits.py) a shard reads its range alone: positions count from the
+range's base, and a row without an id is `<file>:<range start>+<k>`.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,6 +27,7 @@ from numpy.typing import NDArray
 from batchpredict.api.v1alpha1.data import InputFormat, InputSpec, Select
 from batchpredict.io.csvblocks import count_csv, csv_blocks, csv_header
 from batchpredict.io.jsonlblocks import count_jsonl, first_jsonl_row, jsonl_blocks
+from batchpredict.io.splits import ByteSplit, split_stream
 from batchpredict.io.storage import filesystem
 from batchpredict.io.textblocks import MALFORMED, TextBlock, open_decompressed, strip_codec
 
@@ -91,6 +95,7 @@ class Dataset:
         self.fs, root = filesystem(spec.uri, "spec.input.uri")
         self.root = root.rstrip("/")
         self.files = self._list_files()
+        self._listed = frozenset(self.files)
         # The fields a shard uses (None: all): JSONL converts only those (see `keep_only`).
         self.keep: frozenset[str] | None = None
         # `dicom`: the header index (io/dicom.py), built on first use or given by the plan.
@@ -205,14 +210,21 @@ class Dataset:
         *,
         wanted: NDArray[np.int64] | None = None,
         batch_rows: int = 1024,
+        split: tuple[ByteSplit, int] | None = None,
     ) -> Iterator[ItemBatch]:
-        """Items with positions in [start, stop) (and in sorted `wanted`), streaming."""
+        """Items with positions in [start, stop) (and in sorted `wanted`), streaming.
+        `split`: (the byte range, the position of its first item) of a byte-range plan,
+        whose items alone are read (`select.limit` does not apply: the plan refuses it)."""
         limit = self.select.limit
-        if limit is not None:
+        if limit is not None and split is None:
             stop = limit if stop is None else min(stop, limit)
         if stop is not None and stop <= start:
             return
-        for batch in self._kept_batches(start, batch_rows):
+        if split is not None:
+            batches = self._text(start, batch_rows, split)
+        else:
+            batches = self._kept_batches(start, batch_rows)
+        for batch in batches:
             first, end = int(batch.positions[0]), int(batch.positions[-1]) + 1
             if end <= start:
                 continue
@@ -263,19 +275,30 @@ class Dataset:
         if pending:
             yield _rows_batch(pending)
 
-    def _text(self, start: int, batch_rows: int) -> Iterator[ItemBatch]:
+    def _text(
+        self, start: int, batch_rows: int, split: tuple[ByteSplit, int] | None = None
+    ) -> Iterator[ItemBatch]:
         """JSONL/CSV items: Arrow batches, Python rows only for blocks Arrow could not read.
         Without `select.where` positions are row numbers: rows before `start` are only
-        counted (line ends found, nothing parsed)."""
+        counted (line ends found, nothing parsed). A byte-range split numbers its items
+        from its base position, and an item without an id gets `<file>:<split start>+<k>`
+        (its k-th row: the row numbers before it are not known)."""
         position = row_number = 0
-        skip = 0 if self.select.where else start
-        blocks = (b for p in self.files for b in self._file_blocks(p, skip - row_number))
+        prefix = None
+        blocks: Iterator[TextBlock]
+        if split is None:
+            skip = 0 if self.select.where else start
+            blocks = (b for p in self.files for b in self._file_blocks(p, skip - row_number))
+        else:
+            part, position = split
+            blocks = self._split_blocks(part, 0 if self.select.where else start - position)
+            prefix = f"{self.relative(part.path)}:{part.start}+"
         for block in blocks:
             if block.counted is not None:
                 position += block.counted
             elif block.table is None:
                 numbered = [
-                    (row_number + i, self._id(row) or str(row_number + i), row, error)
+                    (row_number + i, self._id(row) or f"{prefix or ''}{row_number + i}", row, error)
                     for i, (row, error) in enumerate(block.rows)
                 ]
                 for batch in self._python_rows(iter(numbered), position, batch_rows):
@@ -291,9 +314,59 @@ class Dataset:
                         continue
                     positions = np.arange(position, position + kept.num_rows, dtype=np.int64)
                     position += kept.num_rows
-                    ids = self._arrow_ids(kept, numbers, _text_values)
+                    ids = self._arrow_ids(kept, numbers, _text_values, prefix)
                     yield ItemBatch(positions, ids, table=kept)
             row_number += block.num_rows
+
+    def _split_blocks(self, split: ByteSplit, skip: int) -> Iterator[TextBlock]:
+        """The blocks of one byte-range split (see splits.py); line numbers in messages
+        count from the split's first line."""
+        if split.path not in self._listed:
+            # plan.json names the files: only those the dataset's own listing holds are read.
+            raise DatasetNotFoundError(f"input.uri: {split.path} is not in the dataset")
+        rel = self.relative(split.path)
+        origin = f" of {rel}" + (f" counted from byte {split.start}" if split.start else "")
+        header = None
+        if self.spec.format == InputFormat.CSV and split.start > 0:
+            with self.fs.open(split.path, "rb") as handle:
+                header = csv_header(handle)
+        with self.fs.open(split.path, "rb") as handle:
+            if split.end is None:
+                stream = open_decompressed(handle, split.path)
+            else:
+                stream = split_stream(handle, split.start, split.end)
+            if self.spec.format == InputFormat.CSV:
+                yield from csv_blocks(
+                    stream, count_before=max(0, skip), header=header, origin=origin
+                )
+            else:
+                exact = frozenset([*(self.select.where or {}), *filter(None, [self.spec.id_field])])
+                yield from jsonl_blocks(
+                    stream,
+                    exact_text=exact,
+                    count_before=max(0, skip),
+                    keep=self.keep,
+                    origin=origin,
+                )
+
+    def count_split(self, split: ByteSplit) -> int:
+        """Items of one byte-range split: from its line ends (as `count` does), parsed only
+        where that cannot tell (or to apply `select.where`)."""
+        if self.select.where:
+            return sum(len(b) for b in self.iter_items(0, split=(split, 0), batch_rows=4096))
+        return sum(block.num_rows for block in self._split_blocks(split, sys.maxsize))
+
+    def bytes_per_item(self) -> float | None:
+        """A guess of a text row's size from the first lines (for itemsPerShard by bytes)."""
+        with self.fs.open(self.files[0], "rb") as handle:
+            data = open_decompressed(handle, self.files[0]).read(256 * 1024)
+        lines = data.count(b"\n")
+        return len(data) / lines if lines else None
+
+    def file_sizes(self) -> list[tuple[str, int]]:
+        """(path, bytes) of every file, from the listing."""
+        sizes = self.fs.sizes(self.files)
+        return [(p, int(s or 0)) for p, s in zip(self.files, sizes, strict=True)]
 
     def _file_blocks(self, path: str, skip: int) -> Iterator[TextBlock]:
         """A file's blocks; those wholly within its first `skip` rows may come counted."""
@@ -376,7 +449,11 @@ class Dataset:
         return record.filter(mask), kept
 
     def _arrow_ids(
-        self, record: pa.RecordBatch, numbers: range | list[int], as_text: TextOf
+        self,
+        record: pa.RecordBatch,
+        numbers: range | list[int],
+        as_text: TextOf,
+        prefix: str | None = None,
     ) -> pa.Array:
         id_field = self.spec.id_field
         if id_field and id_field in record.schema.names:
@@ -384,8 +461,8 @@ class Dataset:
             if not ids.null_count:
                 return ids
             # An item without an id falls back to its row number.
-            return pc.coalesce(ids, _row_numbers(numbers))
-        return _row_numbers(numbers)
+            return pc.coalesce(ids, _row_numbers(numbers, prefix))
+        return _row_numbers(numbers, prefix)
 
 
 TextOf = Callable[[pa.Array], pa.Array]
@@ -406,8 +483,9 @@ def _text_values(column: pa.Array) -> pa.Array:
     return pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
 
 
-def _row_numbers(numbers: range | list[int]) -> pa.Array:
-    return pc.cast(pa.array(np.asarray(numbers, dtype=np.int64)), pa.string())
+def _row_numbers(numbers: range | list[int], prefix: str | None = None) -> pa.Array:
+    text = pc.cast(pa.array(np.asarray(numbers, dtype=np.int64)), pa.string())
+    return text if prefix is None else pc.binary_join_element_wise(prefix, text, "")
 
 
 def _rows(parquet: pq.ParquetFile, group: int) -> int:

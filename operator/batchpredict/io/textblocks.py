@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import pyarrow as pa
+from isal import igzip
 
 MALFORMED = "MALFORMED_ITEM"
 # Blocks of this size keep Arrow's per-call cost small and memory flat.
@@ -71,10 +72,13 @@ def strip_codec(path: str) -> str:
 
 
 def open_decompressed(handle: IO[bytes], path: str) -> IO[bytes]:
-    """`handle` as a stream of plain bytes (decompressed in C++ when the name says so)."""
+    """`handle` as a stream of plain bytes (decompressed in C++ when the name says so): gzip
+    by ISA-L (python-isal, without the GIL), the other codecs by Arrow."""
     codec = codec_of(path)
     if codec is None:
         return handle
+    if codec == "gzip":  # 25% less worker CPU per item than Arrow's zlib (benchmarks/)
+        return igzip.IGzipFile(fileobj=handle, mode="rb")  # type: ignore[no-untyped-call,return-value]
     return pa.CompressedInputStream(pa.PythonFile(handle, mode="r"), codec)  # type: ignore[no-any-return]
 
 

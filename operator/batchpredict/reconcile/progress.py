@@ -136,24 +136,35 @@ class _Accounting:
         self.samples: list[FailedItem] = []
         # Items given to each shard of the round at hand (None: not known per shard, after a
         # manual retry whose shard has not reported), and to the whole round.
+        # Byte-range plans: None while a shard has not counted its range.
         self.given: dict[int, int | None]
+        self.given_total: int | None
         if baseline is None:
-            self.given = {s: len(plan.shard_range(s)) for s in range(plan.shards)}
+            self.given = {s: plan.shard_size(s) for s in range(plan.shards)}
             self.given_total = plan.total_items
         else:
             self.given, self.given_total = dict.fromkeys(range(plan.shards)), baseline.failed
         self.handed_on = baseline is not None  # the round at hand redoes earlier failures
+        self.total = plan.total_items
+        self.first_view = baseline is None
 
-    def _sizes(self, view: RoundView) -> tuple[dict[int, int], int]:
-        """Items of each shard of `view` where known, and the items of the other shards."""
+    def _sizes(self, view: RoundView) -> tuple[dict[int, int], int | None]:
+        """Items of each shard of `view` where known, and the items of the other shards
+        (None: not known, a byte-range plan before every shard counted its range)."""
         sizes: dict[int, int] = {}
         for s in range(self.plan.shards):
             outcome = view.outcomes.get(s)
             size = outcome.items_total if outcome else self.given.get(s)
             if size is not None:
                 sizes[s] = size
-        unknown = self.given_total - sum(sizes.values()) if len(sizes) < self.plan.shards else 0
-        return sizes, max(unknown, 0)
+        if self.first_view and self.total is None and len(sizes) == self.plan.shards:
+            self.total = self.given_total = sum(sizes.values())  # learned: all have counted
+        self.first_view = False
+        if len(sizes) == self.plan.shards:
+            return sizes, 0
+        if self.given_total is None:
+            return sizes, None
+        return sizes, max(self.given_total - sum(sizes.values()), 0)
 
     def earlier_round(self, view: RoundView, *, next_redoes_all: bool) -> None:
         """A round a later one followed: its failures are final unless handed on."""
@@ -167,7 +178,8 @@ class _Accounting:
             left = 0 if outcome.finished else sizes[s] - outcome.done if s in sizes else None
             given[s] = None if left is None else outcome.failed - kept + max(left, 0)
         self.given = given
-        self.given_total = sum(n for n in given.values() if n is not None) + unknown
+        handed = sum(n for n in given.values() if n is not None)
+        self.given_total = None if unknown is None else handed + unknown
         self.handed_on = True
 
     def _kept_failures(self, outcome: ShardOutcome) -> int:
@@ -181,7 +193,7 @@ class _Accounting:
         """The round at hand: every failure counts; what it has not accounted for is
         retrying (handed on from a failure), pending (round 0), or NOT_PROCESSED (finished)."""
         sizes, unknown = self._sizes(view)
-        open_items = unknown
+        open_items = unknown or 0
         for s in range(self.plan.shards):
             outcome = view.outcomes.get(s)
             if outcome is None:
@@ -198,7 +210,7 @@ class _Accounting:
             if outcome.waiting_reason:
                 self.waiting.append(outcome.message or outcome.waiting_reason)
         if view.finished:
-            self.uncertain = unknown > 0
+            self.uncertain = unknown is None or unknown > 0
             self.retrying = open_items + sum(o.retryable_failed for o in view.outcomes.values())
             if open_items:
                 self.codes[NOT_PROCESSED] += open_items
@@ -209,7 +221,7 @@ class _Accounting:
             self.failed += open_items
 
     def progress(self, failed_items_limit: int) -> Progress:
-        total = self.plan.total_items
+        total = self.total
         summary = [
             FailureSummaryEntry(code=code, count=n, retryable=code in self.retryable_codes)
             for code, n in sorted(self.codes.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -220,7 +232,7 @@ class _Accounting:
                 succeeded=self.succeeded,
                 failed=self.failed,
                 retrying=self.retrying,
-                pending=max(total - self.succeeded - self.failed, 0),
+                pending=None if total is None else max(total - self.succeeded - self.failed, 0),
             ),
             items_per_second=round(self.speed, 1) if self.speed else None,
             failed_items=sorted(self.samples, key=lambda i: (i.shard, i.id))[:failed_items_limit],
@@ -261,6 +273,13 @@ def percent(done: int, total: int | None) -> str | None:
     if not total:
         return None if total is None else "100%"
     return f"{done * 100 // total}%"
+
+
+def progress_text(done: int, total: int | None) -> str | None:
+    """The printer column: `63%`, or what is known while the total is not."""
+    if total is None:
+        return f"{done} done, total unknown"
+    return percent(done, total)
 
 
 def format_duration(seconds: float) -> str:

@@ -42,6 +42,7 @@ from batchpredict.reconcile.progress import (
     eta,
     final_progress,
     percent,
+    progress_text,
 )
 from batchpredict.reconcile.tenancy import started_by
 from batchpredict.worker.exit_codes import REASON_TRITON_UNAVAILABLE
@@ -253,7 +254,7 @@ class _Run:
             round_ = max(self.observed.rounds(), default=0) + 1
             retry = ManualRetry(request_id, items.succeeded, items.failed)
             job = build_worker_job(
-                self.owner, self.spec, self.config, shards=totals[1], round_=round_, retry=retry
+                self.owner, self.spec, self.config, shards=totals.shards, round_=round_, retry=retry
             )
             self.create(job)
         failed = items.failed if items else 0
@@ -274,7 +275,7 @@ class _Run:
         return self.decision
 
     def pending(self) -> None:
-        message = "counting the dataset and checking the model"
+        message = "planning the shards (listing or counting the dataset) and checking the model"
         if self.status.start_time is None:
             self.set(start_time=self.now)
         self.set(phase=Phase.PENDING, message=message)
@@ -291,15 +292,24 @@ class _Run:
         self.condition(ConditionType.PROGRESSING, F, "Suspended", message)
         self.condition(ConditionType.STALLED, F, "Suspended", message)
 
-    def plan_totals(self) -> tuple[int, int] | None:
-        """(items, shards) from the plan pod, or from status once recorded there."""
+    def plan_totals(self) -> ShardPlan | None:
+        """The shard plan as the plan pod told it (or as status recorded it): its items,
+        or, by byte ranges, the total once learned (status keeps it) and None before."""
         outcome = self.observed.plan
-        if outcome is not None and outcome.succeeded and "total" in outcome.data:
-            return int(outcome.data["total"]), int(outcome.data["shards"])
         items, shards = self.previous.items, self.previous.shards
-        if items is not None and items.total is not None and shards is not None and shards.total:
-            return items.total, shards.total
-        return None
+        learned = items.total if items is not None else None
+        if outcome is not None and outcome.succeeded and "total" in outcome.data:
+            data = outcome.data
+            by_bytes = bool(data.get("byteRanges"))
+            total = data["total"] if data["total"] is not None else learned
+            if total is None and not by_bytes:
+                return None
+            return ShardPlan(
+                None if total is None else int(total), int(data["shards"]), by_bytes=by_bytes
+            )
+        if shards is None or not shards.total or (learned is None and not shards.byte_ranges):
+            return None
+        return ShardPlan(learned, shards.total, by_bytes=bool(shards.byte_ranges))
 
     def result_lost(self, step: JobState) -> bool:
         """A step's Job completed a while ago but no pod told its result (pods deleted)."""
@@ -316,10 +326,10 @@ class _Run:
         self.finish(Phase.FAILED, reason, message)
 
     def rounds(self) -> None:
-        totals = self.plan_totals()
-        if totals is None:
+        plan = self.plan_totals()
+        if plan is None:
             raise ValueError("rounds() needs the plan's totals")
-        total, shards = totals
+        shards = plan.shards
         self.condition(ConditionType.MODEL_READY, T, "ModelReady", "the plan step found the model")
         rounds = self.observed.rounds()
         # status.round moves on only after the next round's Job was created: until the index
@@ -338,8 +348,8 @@ class _Run:
         ]
         self.set(round=current, jobs=jobs)
         first = self.first_round(current)
-        progress = self.progress(ShardPlan(total, shards), first, current)
-        self.record_progress(progress, shards, job)
+        progress = self.progress(plan, first, current)
+        self.record_progress(progress, plan, job)
         more = current - (first.round if first else 0) < self.spec.retry.max_rounds
         if job is None or not job.finished:
             self.unfinished_round(job, progress)
@@ -393,7 +403,7 @@ class _Run:
         if changes:
             self.decision.patch_jobs.append((job.name, {"spec": changes}))
 
-    def record_progress(self, progress: Progress, shards: int, job: JobState | None) -> None:
+    def record_progress(self, progress: Progress, plan: ShardPlan, job: JobState | None) -> None:
         done_before = 0
         before = self.previous.items
         if before is not None:
@@ -407,13 +417,14 @@ class _Run:
         speed = progress.items_per_second
         self.set(
             items=items,
-            progress=percent(items.succeeded + items.failed, items.total),
+            progress=progress_text(items.succeeded + items.failed, items.total),
             items_per_second=speed,
             eta=eta(items.pending, speed),
             failed_items=progress.failed_items,
             failure_summary=progress.failure_summary,
             shards=ShardCounts(
-                total=shards,
+                total=plan.shards,
+                byte_ranges=plan.by_bytes or None,
                 active=job.active if job else 0,
                 succeeded=job.completed_indexes if job else 0,
                 failed=job.failed_indexes if job else 0,
@@ -431,6 +442,12 @@ class _Run:
             )
             return
         message = "worker pods are scoring the shards"
+        items = self.status.items
+        if items is not None and items.total is None:
+            done = items.succeeded + items.failed
+            message += (
+                f"; {done} items so far, total unknown until every shard has counted its byte range"
+            )
         self.set(phase=Phase.RUNNING, next_retry_time=None, message=message)
         self.condition(ConditionType.PROGRESSING, T, "Running", message)
         last = self.status.last_progress_time or self.now
@@ -537,7 +554,7 @@ class _Run:
             return
         current = max(j.round for j in shard_jobs)
         first = self.first_round(current)
-        progress = self.progress(ShardPlan(*totals), first, current)
+        progress = self.progress(totals, first, current)
         self.finalize(progress, current, ending=(phase, reason, message))
 
     def finish(self, phase: Phase, reason: str, message: str) -> None:

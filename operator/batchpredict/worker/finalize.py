@@ -16,11 +16,13 @@ from numpy.typing import NDArray
 
 from batchpredict.evaluation.evaluate import evaluate_or_explain
 from batchpredict.io.layout import OutputLayout
-from batchpredict.io.readers import open_dataset
+from batchpredict.io.readers import Dataset, ItemBatch, open_dataset
+from batchpredict.io.splits import SPLIT_STRIDE
 from batchpredict.planning import ShardPlan
 from batchpredict.worker.config import WorkerEnv
 from batchpredict.worker.rounds import chunk_count, redoes_all, walk_rounds
 from batchpredict.worker.setup import open_layout, read_plan
+from batchpredict.worker.splitsizes import resolve_sizes
 
 NOT_PROCESSED = "NOT_PROCESSED"
 # The termination message (4 KB) carries the counts and the first final failures, their
@@ -32,6 +34,8 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
     spec = env.spec
     layout = open_layout(env)
     plan = read_plan(layout, env.run_uid)
+    # A byte-range plan: every range's count (recorded by its shard, else counted here).
+    plan = resolve_sizes(layout, plan, range(plan.shards), lambda: open_dataset(spec.input))
     size, last = plan.chunk_items, env.round
     succeeded = missing = 0
     counts: Counter[str] = Counter()
@@ -148,9 +152,8 @@ def _not_processed(
 ) -> Iterator[dict[str, Any]]:
     """Failure records for items whose shard never committed them (its pod gave up), so that
     every input id still ends up exactly once in predictions or failures."""
-    positions = np.sort(np.concatenate(list(unfinished.values())))
     dataset = open_dataset(env.spec.input)
-    for batch in dataset.iter_items(int(positions[0]), int(positions[-1]) + 1, wanted=positions):
+    for batch in _items_at(dataset, plan, unfinished):
         for index, position in enumerate(batch.positions.tolist()):
             shard = plan.shard_of(position)
             yield {
@@ -164,6 +167,22 @@ def _not_processed(
                 "attempts": 0,
                 "retryable": True,
             }
+
+
+def _items_at(
+    dataset: Dataset, plan: ShardPlan, positions_by_shard: dict[int, NDArray[np.int64]]
+) -> Iterator[ItemBatch]:
+    """The items at these positions: one pass over the dataset, or over each byte range."""
+    if not plan.by_bytes:
+        positions = np.sort(np.concatenate(list(positions_by_shard.values())))
+        yield from dataset.iter_items(int(positions[0]), int(positions[-1]) + 1, wanted=positions)
+        return
+    for shard, positions in sorted(positions_by_shard.items()):
+        wanted = np.sort(positions)
+        base = shard * SPLIT_STRIDE
+        split = (plan.splits[shard], base)
+        stop = int(wanted[-1]) + 1
+        yield from dataset.iter_items(int(wanted[0]), stop, wanted=wanted, split=split)
 
 
 def _combine(layout: OutputLayout, files: list[str], fmt: str) -> str:

@@ -7,7 +7,9 @@ import errno
 from datetime import UTC, datetime
 from typing import Any
 
-from batchpredict.planning import DEFAULT_CHUNK_ITEMS, plan_shards
+from batchpredict.api.v1alpha1.data import InputFormat
+from batchpredict.io.readers import Dataset
+from batchpredict.planning import DEFAULT_CHUNK_ITEMS, ShardPlan, plan_byte_shards, plan_shards
 from batchpredict.worker import exit_codes
 from batchpredict.worker.config import CannotStartError, WorkerEnv
 from batchpredict.worker.setup import (
@@ -18,10 +20,13 @@ from batchpredict.worker.setup import (
     setup_model,
 )
 
+# Text datasets this big are planned by byte ranges when spec.input.byteRanges is left out:
+# below it, counting the rows costs well under a second and keeps row-number ids.
+BYTE_RANGES_FROM = 256 * 1024 * 1024
+
 
 async def run_plan(env: WorkerEnv) -> dict[str, Any]:
     """Returns the compact result for the termination message: {total, shards, ...}."""
-    spec = env.spec
     layout = open_layout(env)
     if await asyncio.to_thread(layout.exists, layout.plan):
         check_run(await asyncio.to_thread(layout.read_json, layout.plan), env.run_uid, layout)
@@ -35,9 +40,8 @@ async def run_plan(env: WorkerEnv) -> dict[str, Any]:
     dataset = await load_dataset(env)
     setup = await setup_model(env, dataset)
     await setup.client.close()
-    total = await asyncio.to_thread(dataset.count)
-    groups = await asyncio.to_thread(dataset.group_sizes)
-    plan = plan_shards(total, spec, env.chunk_items or DEFAULT_CHUNK_ITEMS, groups)
+    chunk_items = env.chunk_items or DEFAULT_CHUNK_ITEMS
+    plan = await asyncio.to_thread(make_plan, dataset, env, chunk_items)
     result: dict[str, Any] = {
         **plan.to_wire(),
         "batchSize": setup.batch_size,
@@ -54,6 +58,8 @@ async def run_plan(env: WorkerEnv) -> dict[str, Any]:
         "inputs": [b.__dict__ | {"shape": list(b.shape)} for b in setup.inputs],
         "outputs": [{"tensor": o.tensor, "field": o.field} for o in setup.outputs],
     }
+    if plan.by_bytes:
+        document["splits"] = plan.splits_to_wire()
     try:  # the run's first write to its output location
         await asyncio.to_thread(layout.write_json, layout.plan, document)
         if dataset.dicom is not None:  # the shards number the items from this same index
@@ -66,6 +72,24 @@ async def run_plan(env: WorkerEnv) -> dict[str, Any]:
             f"spec.output.uri: cannot write {layout.url(layout.plan)}: {error}",
         ) from None
     return result
+
+
+def make_plan(dataset: Dataset, env: WorkerEnv, chunk_items: int) -> ShardPlan:
+    """By byte ranges from the listing (text formats, see planning.py), else by rows counted
+    (Parquet from its metadata, files from the listing, small text files from line ends)."""
+    spec = env.spec
+    wanted = spec.input.byte_ranges  # true only where the spec's validation allows it
+    text = spec.input.format in {InputFormat.JSONL, InputFormat.CSV}
+    limit = spec.input.select is not None and spec.input.select.limit is not None
+    if text and not limit and wanted is not False:
+        sizes = dataset.file_sizes()
+        if wanted or sum(size for _, size in sizes) >= BYTE_RANGES_FROM:
+            guess = dataset.bytes_per_item() if spec.items_per_shard else None
+            try:
+                return plan_byte_shards(sizes, spec, chunk_items, guess)
+            except ValueError as error:
+                raise CannotStartError(exit_codes.REASON_INVALID_SPEC, str(error)) from None
+    return plan_shards(dataset.count(), spec, chunk_items, dataset.group_sizes())
 
 
 def cannot_write_there(error: OSError) -> bool:

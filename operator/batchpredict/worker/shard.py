@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from batchpredict.io.layout import OutputLayout
-from batchpredict.io.readers import Dataset
+from batchpredict.io.readers import Dataset, ItemBatch
+from batchpredict.io.splits import SPLIT_STRIDE
+from batchpredict.planning import ShardPlan
 from batchpredict.triton.tensors import MAX_AUTO_CONCURRENCY
 from batchpredict.worker import exit_codes
 from batchpredict.worker.config import CannotStartError, WorkerEnv
@@ -28,6 +31,7 @@ from batchpredict.worker.setup import (
     read_plan,
     setup_model,
 )
+from batchpredict.worker.splitsizes import resolve_sizes
 
 log = logging.getLogger(__name__)
 
@@ -134,17 +138,37 @@ async def _build_pipeline(  # noqa: PLR0917 (what a shard's pipeline is made of)
     )
 
 
-async def run_shard(env: WorkerEnv) -> dict[str, Any]:
-    shard = env.shard
-    if shard is None:
-        raise CannotStartError(exit_codes.REASON_INVALID_SPEC, "JOB_COMPLETION_INDEX is not set")
-    layout = open_layout(env)
+def reader(dataset: Dataset, plan: ShardPlan, shard: int) -> Callable[..., Iterator[ItemBatch]]:
+    """What reads the shard's items by position: its byte range alone in a byte-range plan."""
+    if not plan.by_bytes:
+        return dataset.iter_items
+    return functools.partial(dataset.iter_items, split=(plan.splits[shard], shard * SPLIT_STRIDE))
+
+
+async def _shard_plan(
+    env: WorkerEnv, layout: OutputLayout, shard: int
+) -> tuple[ShardPlan, Dataset | None]:
+    """The run's plan knowing this shard's size; by byte ranges, the shard's range is counted
+    first (its items are then numbered 0..n-1 of it), with the dataset this opened."""
     plan = await asyncio.to_thread(read_plan, layout, env.run_uid)
     if shard >= plan.shards:
         raise CannotStartError(
             exit_codes.REASON_INVALID_SPEC,
             f"shard {shard} is outside the plan's {plan.shards} shards",
         )
+    if not plan.by_bytes:
+        return plan, None
+    dataset = await load_dataset(env)
+    plan = await asyncio.to_thread(resolve_sizes, layout, plan, [shard], lambda: dataset)
+    return plan, dataset
+
+
+async def run_shard(env: WorkerEnv) -> dict[str, Any]:
+    shard = env.shard
+    if shard is None:
+        raise CannotStartError(exit_codes.REASON_INVALID_SPEC, "JOB_COMPLETION_INDEX is not set")
+    layout = open_layout(env)
+    plan, dataset = await _shard_plan(env, layout, shard)
     if env.redo_all and env.round > 0:
         await asyncio.to_thread(mark_redo_all, layout, env.round)
     work = await asyncio.to_thread(shard_work, layout, plan, shard, env.round)
@@ -170,7 +194,7 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
     reporter.start()
     try:
         if todo:
-            dataset = await load_dataset(env)
+            dataset = dataset or await load_dataset(env)
             setup = await setup_model(env, dataset, on_wait=reporter.waiting)
             pipeline = await _build_pipeline(env, setup, dataset, layout, reporter, size)
             preprocessor = pipeline.preprocessor
@@ -187,7 +211,7 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
                 with lean_gc():
                     started = time.monotonic()  # throughput of the pipeline, not of start-up
                     cpu = CpuClock()
-                    await pipeline.run(work, todo, dataset.iter_items)
+                    await pipeline.run(work, todo, reader(dataset, plan, shard))
             finally:
                 await asyncio.to_thread(preprocessor.close)
         elapsed = time.monotonic() - started

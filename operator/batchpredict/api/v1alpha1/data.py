@@ -86,13 +86,25 @@ class Preprocess(ApiModel):
         return self
 
 
+BYTE_RANGES_RULE = (
+    "input.byteRanges: only for jsonl and csv, and not with select.limit (which needs the "
+    "rows counted in order)"
+)
+
+
 class InputSpec(ApiModel):
     model_config = ApiModel.model_config | {
         "json_schema_extra": schema_extra(
             cel(
                 "!has(self.dicom) || self.format == 'dicom'",
                 "input.dicom: only with format: dicom",
-            )
+            ),
+            cel(
+                "!has(self.byteRanges) || !self.byteRanges || "
+                "((self.format == 'jsonl' || self.format == 'csv') && "
+                "(!has(self.select) || !has(self.select.limit)))",
+                BYTE_RANGES_RULE,
+            ),
         )
     }
 
@@ -117,6 +129,14 @@ class InputSpec(ApiModel):
         description="For `format: dicom`: item granularity, header selection, slice range, "
         "pixel settings (defaults apply when left out).",
     )
+    byte_ranges: bool | None = Field(
+        default=None,
+        description="JSONL/CSV: plan shards as byte ranges of the files, aligned to line ends, "
+        "without reading the data (the total is learned as shards count their ranges; rows "
+        "without idField get the id `<file>:<range start>+<row in range>`). Left out: when "
+        "the files hold 256 MiB or more. Not with select.limit, nor for CSV values with "
+        "newlines inside quotes (set false).",
+    )
 
     @model_validator(mode="after")
     def _dicom_only_for_dicom(self) -> InputSpec:
@@ -126,6 +146,14 @@ class InputSpec(ApiModel):
             raise ValueError(
                 "input.preprocess.image: for `files`; DICOM pixels: input.dicom.pixels"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _byte_ranges(self) -> InputSpec:
+        text = self.format in {InputFormat.JSONL, InputFormat.CSV}
+        limit = self.select is not None and self.select.limit is not None
+        if self.byte_ranges and (not text or limit):
+            raise ValueError(BYTE_RANGES_RULE)
         return self
 
 

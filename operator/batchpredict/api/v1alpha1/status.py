@@ -53,7 +53,11 @@ class Condition(StatusModel):
 
 
 class ItemCounts(StatusModel):
-    total: int | None = Field(default=None, description="Items in the dataset (after select).")
+    total: int | None = Field(
+        default=None,
+        description="Items in the dataset (after select); unset while not known (shards by "
+        "byte ranges count their items as they start).",
+    )
     succeeded: int = Field(default=0, description="Items with a prediction.")
     failed: int = Field(default=0, description="Items that failed for good.")
     retrying: int = Field(default=0, description="Failed items waiting for a retry round.")
@@ -62,6 +66,11 @@ class ItemCounts(StatusModel):
 
 class ShardCounts(StatusModel):
     total: int = 0
+    byte_ranges: bool | None = Field(
+        default=None,
+        description="Shards are byte ranges of the input files: items.total stays unset "
+        "until every shard has counted its range.",
+    )
     active: int = 0
     succeeded: int = 0
     failed: int = 0
