@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness.cluster import LocalCluster
+from tests.harness.images import IMAGE
 from tests.harness.procs import ClusterError
 from tests.harness.triton_server import TritonHandle
 
@@ -32,15 +33,20 @@ from demo.platform import (
     DemoError,
     DemoState,
     Kube,
+    build_image,
     cluster_up,
+    containers_possible,
+    free_port,
     install_crds,
     install_operator,
+    prepare_namespace,
     start_model_server,
     stop_model_server,
     uninstall_operator,
 )
 from demo.results import RunResults, read_results
 from demo.run import apply_run, follow, render
+from demo.storage import ObjectStore, ObjectStoreError, start_object_store, stop_object_store
 
 Show = Callable[[str], None]
 SAMPLE = 10
@@ -68,25 +74,42 @@ class Clock:
 
 @dataclass(frozen=True)
 class Served:
-    """The demo's data and model, and the Triton serving it."""
+    """The demo's data in the object store, its model, and the Triton serving it."""
 
     prepared: digits.Prepared
+    store: ObjectStore
     triton: TritonHandle
+
+    def stop(self) -> None:
+        self.triton.stop()
+        self.store.stop()
 
 
 def serve_model(workdir: Path, clock: Clock) -> Served:
-    """Train, write the data and the model repository, start Triton (the caller stops it)."""
+    """Train, write the data and the model repository, upload the data to the object store,
+    start Triton (the caller stops both)."""
     clock.step("training the digit classifier, writing 1,797 PNG images and 3 corrupt files")
     prepared = digits.prepare(workdir)
-    triton = start_model_server(prepared.model_repository, [digits.MODEL_NAME])
+    store = start_object_store(workdir, free_port())
+    try:
+        uri = store.upload(prepared.images, "digits/images")
+        labels = store.upload_file(prepared.labels, "digits/labels.csv")
+        clock.step(
+            f"uploaded them to {uri} and the labels to {labels} "
+            f"(moto's S3 server at {store.endpoint})"
+        )
+        triton = start_model_server(prepared.model_repository, [digits.MODEL_NAME])
+    except BaseException:
+        store.stop()
+        raise
     clock.step(f"Triton serves model '{digits.MODEL_NAME}' at {triton.grpc_url}")
-    return Served(prepared, triton)
+    return Served(prepared, store, triton)
 
 
 def run_demo(kube: Kube, workdir: Path, namespace: str, clock: Clock, served: Served) -> DemoRun:
     """Run the BatchPrediction of examples/demo against `served`, read and report its results.
     The operator must already serve `namespace`."""
-    body = render(workdir, served.triton.grpc_url)
+    body = render(served.store.endpoint, served.triton.grpc_url)
     name = apply_run(kube, namespace, body)
     clock.step(f"applied examples/demo/digits.yaml as bp/{name} in namespace {namespace}")
     final = follow(kube, name, namespace, clock.show)
@@ -96,7 +119,9 @@ def run_demo(kube: Kube, workdir: Path, namespace: str, clock: Clock, served: Se
             f"bp/{name} failed: {status.get('conditions')}; "
             f"see kubectl describe bp {name} -n {namespace}"
         )
-    results = read_results(Path(body["spec"]["output"]["uri"]), served.prepared.labels)
+    output = served.store.download(body["spec"]["output"]["uri"], workdir / "output" / name)
+    clock.step(f"copied {body['spec']['output']['uri']}/ to {output}/")
+    results = read_results(output, served.prepared.labels)
     report = summarize(results, status, name, namespace)
     for line in report:
         clock.show(line)
@@ -113,7 +138,7 @@ def summarize(results: RunResults, status: dict[str, Any], name: str, namespace:
         f"Run {namespace}/{name}: {status.get('phase')}",
         f"  items       {items.get('total')} total, {items.get('succeeded')} succeeded, "
         f"{items.get('failed')} failed",
-        f"  output      {results.output}/",
+        f"  output      {results.output}/ (a copy of the bucket's)",
         "              manifest.json, predictions.jsonl (combined), failures.jsonl, rounds/",
         "",
         f"  {'image':<18}{'predicted':>10}{'label':>7}{'prob':>7}",
@@ -149,6 +174,8 @@ def up(show: Show) -> int:
     previous = DemoState.load(workdir)
     if previous and stop_model_server(previous):
         clock.step("stopped the Triton of the previous demo run")
+    if previous and stop_object_store(previous.s3_pid):
+        clock.step("stopped the S3 server of the previous demo run")
     # Training and Triton's start overlap the cluster's start and the operator's install.
     with ThreadPoolExecutor(max_workers=1) as pool:
         serving = pool.submit(serve_model, workdir, clock)
@@ -156,7 +183,7 @@ def up(show: Show) -> int:
             run = _up(clock, workdir, serving)
         except BaseException:
             if not serving.cancel() and serving.exception() is None:
-                serving.result().triton.stop()
+                serving.result().stop()
             raise
     clock.step("done. Everything keeps running until `make demo-down`; try:")
     show(f"  export KUBECONFIG={run.kubeconfig}")
@@ -164,6 +191,19 @@ def up(show: Show) -> int:
     show(f"  kubectl describe bp digits -n {RUN_NAMESPACE}")
     show(f"  kubectl logs -n {OPERATOR_NAMESPACE} deploy/{OPERATOR_NAME}")
     return 0
+
+
+def use_containers(clock: Clock, kube: Kube) -> bool:
+    """Whether the pods run in containers (runc, from the image): yes on a local cluster's node
+    agent when this machine can (root), after building the image (`make images`, cached)."""
+    why_not = containers_possible(kube)
+    if why_not:
+        clock.step(f"pods run as local processes ({why_not})")
+        return False
+    clock.step("building the image (make images; cached by content)")
+    size = build_image()
+    clock.step(f"image {IMAGE} ({size}): the pods run in containers from it (runc)")
+    return True
 
 
 def _up(clock: Clock, workdir: Path, serving: Future[Served]) -> DemoRun:
@@ -174,12 +214,17 @@ def _up(clock: Clock, workdir: Path, serving: Future[Served]) -> DemoRun:
     state = DemoState(str(kubeconfig), local)
     state.save(workdir)
     kube = Kube(kubeconfig, workdir / "helm-home")
+    containers = use_containers(clock, kube)
+    for namespace in (OPERATOR_NAMESPACE, RUN_NAMESPACE):
+        prepare_namespace(kube, namespace, containers)
     clock.step("installing the CRDs and the operator with the Helm chart (charts/batchpredict)")
     install_crds(kube)
-    install_operator(kube, workdir)
+    install_operator(kube, workdir, from_image=containers)
     clock.step(f"operator running in namespace {OPERATOR_NAMESPACE}")
     served = serving.result()
-    # Recorded before the run, so that `make demo-down` stops Triton even after a Ctrl-C.
+    # Recorded before the run, so that `make demo-down` stops them even after a Ctrl-C.
+    state.s3_pid = served.store.pid
+    state.s3_endpoint = served.store.endpoint
     state.triton_pid = served.triton.process.pid
     state.triton_grpc_url = served.triton.grpc_url
     state.triton_workdir = str(served.triton.log_path.parent)
@@ -192,6 +237,8 @@ def down(show: Show) -> int:
     state = DemoState.load(DEMO_DIR)
     if state and stop_model_server(state):
         show(f"demo: stopped Triton (pid {state.triton_pid})")
+    if state and stop_object_store(state.s3_pid):
+        show(f"demo: stopped the S3 server (pid {state.s3_pid})")
     if state and state.triton_workdir:
         shutil.rmtree(state.triton_workdir, ignore_errors=True)
     if state and not state.local_cluster:
@@ -215,6 +262,7 @@ def status(show: Show) -> int:
     if state:
         show(f"kubeconfig: {state.kubeconfig}")
         show(f"triton: {state.triton_grpc_url} (pid {state.triton_pid}, log {state.triton_log})")
+        show(f"s3: {state.s3_endpoint} (pid {state.s3_pid})")
     return 0
 
 
@@ -229,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"up": up, "down": down, "status": status}
     try:
         return commands[args.command](show)
-    except (DemoError, ClusterError) as error:
+    except (DemoError, ClusterError, ObjectStoreError) as error:
         print(f"demo {args.command} failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
-"""The demo's platform: a Kubernetes cluster, the operator installed with the Helm chart, and
-Triton serving the demo model. Everything it starts is recorded in `.demo/state.json` so that
-`make demo-down` stops exactly that.
+"""The demo's platform: a Kubernetes cluster whose pods run in containers from the image
+`make images` builds, the operator installed with the Helm chart, and Triton serving the demo
+model. Everything it starts is recorded in `.demo/state.json` so that `make demo-down` stops
+exactly that.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import yaml
 from tests.chart.helm import CHART, build_helm
-from tests.harness import served
+from tests.harness import images, served
 from tests.harness.cluster import LocalCluster
 from tests.harness.fixtures import kubectl_binary
+from tests.harness.runc import RUNTIME_LABEL
 from tests.harness.triton_server import TritonHandle, start_triton
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +45,8 @@ class DemoState:
     triton_grpc_url: str | None = None
     triton_workdir: str | None = None
     triton_log: str | None = None
+    s3_pid: int | None = None
+    s3_endpoint: str | None = None
 
     @classmethod
     def load(cls, directory: Path) -> DemoState | None:
@@ -132,6 +136,45 @@ def operator_name(release: str = RELEASE) -> str:
 OPERATOR_NAME = operator_name()
 
 
+# -- containers ------------------------------------------------------------------------------
+
+NODE_AGENT_OS = "batchpredict test node agent"  # its nodes' status.nodeInfo.osImage
+RESTRICTED = (
+    "pod-security.kubernetes.io/enforce=restricted",
+    "pod-security.kubernetes.io/enforce-version=latest",
+)
+
+
+def containers_possible(kube: Kube) -> str | None:
+    """None when the pods can run in containers from the local image, else why not: runc and
+    `make images` need root, and only this repository's node agent runs that image."""
+    nodes = json.loads(kube.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    if not nodes or any(
+        n["status"].get("nodeInfo", {}).get("osImage") != NODE_AGENT_OS for n in nodes
+    ):
+        return "the cluster's nodes are not this repository's node agent"
+    if os.geteuid() != 0:
+        return "not root: runc and `make images` need root"
+    return None
+
+
+def build_image() -> str:
+    """`make images` (cached by content: a relink when nothing changed); the image's size."""
+    try:
+        directory = images.build()
+    except images.ImageBuildError as error:
+        raise DemoError(f"{error}; its output is above") from error
+    return str(json.loads((directory / "image.json").read_text())["sizeHuman"])
+
+
+def prepare_namespace(kube: Kube, namespace: str, containers: bool) -> None:
+    """`namespace` under Pod Security "restricted"; with `containers` the local node agent runs
+    its pods with runc from their images (a label other clusters ignore)."""
+    kube.kubectl("create", "namespace", namespace, check=False)
+    runtime = f"{RUNTIME_LABEL}={'runc' if containers else 'process'}"
+    kube.kubectl("label", "--overwrite", "namespace", namespace, runtime, *RESTRICTED)
+
+
 # -- operator --------------------------------------------------------------------------------
 
 
@@ -148,17 +191,22 @@ def install_operator(
     namespace: str = OPERATOR_NAMESPACE,
     watch_namespaces: Sequence[str] = (),
     release: str = RELEASE,
+    from_image: bool = True,
 ) -> None:
     """`helm upgrade --install` the chart into `namespace` and wait for its pod. It watches
-    every namespace unless `watch_namespaces` are given (the chart's namespaced mode)."""
+    every namespace unless `watch_namespaces` are given (the chart's namespaced mode). With
+    `from_image` the operator and its pods use the image `make images` built, on the node only."""
     kube.kubectl("create", "namespace", namespace, check=False)
-    values = {
+    values: dict[str, object] = {
         "watchNamespaces": list(watch_namespaces),
         "statusIntervalSeconds": 1,
         # Pods of the local node agent share the host's network: free ports, not 8080/8081.
         "metrics": {"port": free_port()},
         "operator": {"livenessPort": free_port()},
     }
+    if from_image:
+        repository, tag = images.IMAGE.rsplit(":", 1)
+        values["image"] = {"repository": repository, "tag": tag, "pullPolicy": "Never"}
     values_file = workdir / "operator-values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     kube.helm(

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import string
 import time
 from collections.abc import Callable
@@ -15,31 +14,45 @@ import yaml
 from tests.harness.served import kubectl_retrying
 
 from demo.platform import OPERATOR_NAME, OPERATOR_NAMESPACE, DemoError, Kube
+from demo.storage import CREDENTIALS
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "demo" / "digits.yaml"
 TERMINAL = {"Succeeded", "PartiallySucceeded", "Failed", "Cancelled"}
+# The Secret examples/demo/digits.yaml takes the object store's credentials from.
+SECRET_NAME = "demo-s3"  # noqa: S105 (a name, not a password)
 
 
-def render(demo_dir: Path, triton_url: str, example: Path = EXAMPLE) -> dict[str, Any]:
-    """The example with its ${DEMO_DIR} and ${TRITON_URL} filled in."""
-    # safe_substitute: the file's comments show shell variables ($PWD) that are not ours.
+def render(s3_endpoint: str, triton_url: str, example: Path = EXAMPLE) -> dict[str, Any]:
+    """The example with its ${S3_ENDPOINT} and ${TRITON_URL} filled in."""
+    # safe_substitute: the file's comments show shell variables that are not ours.
     text = string.Template(example.read_text()).safe_substitute(
-        DEMO_DIR=str(demo_dir), TRITON_URL=triton_url
+        S3_ENDPOINT=s3_endpoint, TRITON_URL=triton_url
     )
     body = dict(yaml.safe_load(text))
     if "${" in json.dumps(body):
-        raise DemoError(f"{example} has a placeholder other than DEMO_DIR and TRITON_URL")
+        raise DemoError(f"{example} has a placeholder other than S3_ENDPOINT and TRITON_URL")
     return body
 
 
+def credentials_secret(namespace: str) -> dict[str, Any]:
+    """The Secret holding the object store's credentials, as a user would create it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": SECRET_NAME, "namespace": namespace},
+        "stringData": CREDENTIALS,
+    }
+
+
 def apply_run(kube: Kube, namespace: str, body: dict[str, Any]) -> str:
-    """Create the run afresh: an earlier run of the same name and its outputs go first."""
+    """Create the run afresh (an earlier run of the same name goes first), with the Secret of
+    the object store's credentials beside it."""
     name = str(body["metadata"]["name"])
     kube.kubectl("create", "namespace", namespace, check=False)
     kube.kubectl(
         "delete", "bp", name, "-n", namespace, "--ignore-not-found", "--wait=true", timeout=120
     )
-    shutil.rmtree(body["spec"]["output"]["uri"], ignore_errors=True)
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(credentials_secret(namespace)))
     # Retried through the moment after a cluster start when the API server still answers 503.
     applied = kubectl_retrying(
         kube.kubectl, "apply", "-n", namespace, "-f", "-",

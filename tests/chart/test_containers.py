@@ -17,43 +17,16 @@ from typing import Any
 import pytest
 import s3fs
 import yaml
-from moto.server import ThreadedMotoServer
 
 from tests.chart.helm import CHART, Helm
 from tests.chart.test_cluster import chart_crds, free_port
 from tests.harness.fixtures import Cluster
 from tests.harness.images import IMAGE, image, label_runc
+from tests.harness.objectstore import BUCKET, s3
 from tests.harness.triton_server import TritonHandle
 
-__all__ = ["chart_crds", "image"]
+__all__ = ["chart_crds", "image", "s3"]
 pytestmark = [pytest.mark.chart, pytest.mark.containers]
-BUCKET = "data"
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "test-key",
-    "AWS_SECRET_ACCESS_KEY": "test-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[tuple[s3fs.S3FileSystem, dict[str, str]]]:
-    """A client of moto's S3 on loopback, and the env that points a worker pod at it."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        fs = s3fs.S3FileSystem(
-            key=S3_ENV["AWS_ACCESS_KEY_ID"],
-            secret=S3_ENV["AWS_SECRET_ACCESS_KEY"],
-            endpoint_url=endpoint,
-            use_listings_cache=False,
-            skip_instance_cache=True,
-        )
-        fs.mkdir(BUCKET)
-        yield fs, {**S3_ENV, "AWS_ENDPOINT_URL_S3": endpoint}
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.e2e.invariant import assert_each_item_once, assert_run_truth
+from tests.harness import images
 from tests.harness.fixtures import Cluster
 from tests.harness.served import install_crds
 from tests.harness.triton_server import TritonHandle
@@ -41,6 +42,12 @@ WORKER_CLUSTER_ROLE = {
         }
     ],
 }
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """test_containers.py needs the image: built before any test runs (a cold build is
+    minutes), and only when a collected test uses it."""
+    images.prebuild(config, items)
 
 
 def free_port() -> int:

@@ -7,6 +7,7 @@ runc mode finds it (tests.harness.runc).
 - `label_runc(cluster, namespace, *labels)`: the pods of `namespace` run in containers.
 - `prebuild(config, items)`: from a conftest's pytest_collection_modifyitems, builds the image
   before any test runs when one needs it, so a cold build (minutes) is under no test's timeout.
+- `build()`: the same outside pytest (the demo); raises ImageBuildError.
 """
 
 from __future__ import annotations
@@ -41,11 +42,15 @@ def prebuild(config: pytest.Config, items: list[pytest.Item]) -> None:
         build_image()
 
 
-def build_image() -> Path:
+class ImageBuildError(RuntimeError):
+    """images/build.sh failed; its output went to stderr."""
+
+
+def build(python: str = sys.executable) -> Path:
     """images/build.sh (a relink when its inputs are cached); the image's directory."""
     if _built:
         return _built[0]
-    env = {**os.environ, "PYTHON": sys.executable}
+    env = {**os.environ, "PYTHON": python}
     result = subprocess.run(
         ["bash", str(REPO / "images" / "build.sh")],
         stdout=subprocess.PIPE,
@@ -55,9 +60,17 @@ def build_image() -> Path:
         check=False,
     )
     if result.returncode != 0:
-        pytest.fail("images/build.sh failed (its output is above)", pytrace=False)
+        raise ImageBuildError(f"images/build.sh failed with exit code {result.returncode}")
     _built.append(Path(result.stdout.strip().splitlines()[-1]))
     return _built[0]
+
+
+def build_image() -> Path:
+    """`build` for tests: a failed build fails the test."""
+    try:
+        return build()
+    except ImageBuildError as err:
+        pytest.fail(f"{err} (its output is above)", pytrace=False)
 
 
 @pytest.fixture(scope="session")
