@@ -11,6 +11,7 @@ from typing import Any
 from batchpredict.api.v1alpha1.report import BatchPredictionShard
 from batchpredict.reconcile.naming import (
     ANNOTATION_FAILED_BEFORE,
+    ANNOTATION_KEPT_BEFORE,
     ANNOTATION_RETRY_REQUEST,
     ANNOTATION_SUCCEEDED_BEFORE,
     LABEL_ROLE,
@@ -69,6 +70,7 @@ class JobState:
     retry_request: str | None = None
     succeeded_before: int = 0
     failed_before: int = 0
+    kept_before: Mapping[str, int] = field(default_factory=dict)
     active: int = 0
     completed: frozenset[int] = frozenset()
     failed_set: frozenset[int] = frozenset()
@@ -117,6 +119,7 @@ class JobState:
             retry_request=annotations.get(ANNOTATION_RETRY_REQUEST),
             succeeded_before=int(annotations.get(ANNOTATION_SUCCEEDED_BEFORE, "0")),
             failed_before=int(annotations.get(ANNOTATION_FAILED_BEFORE, "0")),
+            kept_before=_counts(annotations.get(ANNOTATION_KEPT_BEFORE)),
             active=int(status.get("active") or 0),
             completed=completed,
             failed_set=parse_indexes(status.get("failedIndexes")),
@@ -252,3 +255,14 @@ def observe_run(
         finalize=steps.get(Role.FINALIZE),
         shard_results=shard_results,
     )
+
+
+def _counts(text: str | None) -> dict[str, int]:
+    """{code: count} from a Job annotation; anything unreadable counts as none."""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): int(v) for k, v in value.items() if isinstance(v, int)}

@@ -20,7 +20,7 @@ from batchpredict.worker.config import CannotStartError, WorkerEnv
 from batchpredict.worker.pipeline import Settings, ShardPipeline
 from batchpredict.worker.preprocess import Preprocessor
 from batchpredict.worker.report import ApiSink, FileSink, ProgressReporter, ReportSink
-from batchpredict.worker.rounds import chunk_count, mark_redo_all, round_outcome, shard_work
+from batchpredict.worker.rounds import chunk_count, mark_manual_redo, round_outcome, shard_work
 from batchpredict.worker.setup import (
     ModelSetup,
     load_dataset,
@@ -145,8 +145,8 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
             exit_codes.REASON_INVALID_SPEC,
             f"shard {shard} is outside the plan's {plan.shards} shards",
         )
-    if env.redo_all and env.round > 0:
-        await asyncio.to_thread(mark_redo_all, layout, env.round)
+    if env.manual_redo is not None and env.round > 0:
+        await asyncio.to_thread(mark_manual_redo, layout, env.round, env.manual_redo)
     work = await asyncio.to_thread(shard_work, layout, plan, shard, env.round)
     size = plan.chunk_items
     done = await asyncio.to_thread(round_outcome, layout, env.round, shard, work, size)
