@@ -1,0 +1,1 @@
+"""`kubectl batchpredict`: the user's console (main.py lists the verbs)."""
