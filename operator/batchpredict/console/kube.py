@@ -114,7 +114,13 @@ class Kube:
         what = f'batchprediction "{name}" in namespace "{self.namespace}"'
         with api_errors(what):
             patched = await self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name, patch
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                name,
+                patch,
+                _content_type="application/merge-patch+json",
             )
         return dict(patched)
 

@@ -23,6 +23,7 @@ from batchpredict.console.kube import ConsoleError, Kube, Target, connect
 from batchpredict.console.predict import DEFAULT_WAIT
 
 FORMATS = ("wide", "json", "yaml", "name")
+PIPE_WIDTH = 1000
 
 
 def _prog() -> str:
@@ -296,7 +297,9 @@ def run(argv: list[str] | None = None) -> int:
         sys.stdout.write("---\n".join(render(crd) for crd in crd_files().values()))
         return 0
     plain = args.no_color or "NO_COLOR" in os.environ
-    out = Console(no_color=plain, highlight=False, soft_wrap=not sys.stdout.isatty())
+    # In a pipe, lines as long as they need (like kubectl), not cut at 80 columns.
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPE_WIDTH
+    out = Console(no_color=plain, highlight=False, width=width)
     errors = Console(stderr=True, no_color=plain, highlight=False, soft_wrap=True)
     try:
         return asyncio.run(dispatch(args, out))

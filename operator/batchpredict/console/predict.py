@@ -123,7 +123,9 @@ async def predict(
             count = 1 if first is None else min(first, await asyncio.to_thread(dataset.count))
             setup = await setup_model(env, dataset)
         except CannotStartError as error:
-            raise ConsoleError(f"{error.reason}: {error}") from None
+            # The worker's message, less its pod-side hint (predict waits --wait seconds).
+            message = str(error).removesuffix(f" (waited {wait:g}s: spec.stallTimeoutSeconds)")
+            raise ConsoleError(f"{error.reason}: {message}") from None
         timings["connect"] = time.perf_counter() - started
         layout = OutputLayout(spec.output.uri)
         try:

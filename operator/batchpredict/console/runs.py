@@ -11,6 +11,7 @@ from typing import Any
 
 from batchpredict.api.v1alpha1.report import LABEL_SHARD
 from batchpredict.reconcile.naming import (
+    ANNOTATION_RETRY,
     ANNOTATION_RETRY_REQUEST,
     LABEL_REDO,
     LABEL_ROLE,
@@ -62,6 +63,8 @@ class RunRow:
     eta: str | None
     message: str
     created: datetime | None
+    # A retry asked for (annotation) that the operator has not taken up yet: not over.
+    retry_pending: bool = False
 
     @property
     def done(self) -> int:
@@ -75,7 +78,12 @@ class RunRow:
 
     @property
     def finished(self) -> bool:
-        return self.phase in FINISHED
+        return self.phase in FINISHED and not self.retry_pending
+
+    @property
+    def exit_code(self) -> int | None:
+        """The outcome's exit code (`watch`, `status`); None while it is not over."""
+        return outcome_exit_code(self.phase) if not self.retry_pending else None
 
     def duration(self, now: datetime | None = None) -> float | None:
         if self.start is None:
@@ -107,7 +115,13 @@ def run_row(bp: Mapping[str, Any]) -> RunRow:
         eta=status.get("eta"),
         message=str(status.get("message") or ""),
         created=parse_time(meta.get("creationTimestamp")),
+        retry_pending=_retry_pending(meta, status),
     )
+
+
+def _retry_pending(meta: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    asked = (meta.get("annotations") or {}).get(ANNOTATION_RETRY)
+    return bool(asked) and asked != status.get("lastRetryRequest")
 
 
 def filter_runs(

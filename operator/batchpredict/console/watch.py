@@ -15,7 +15,7 @@ from rich.live import Live
 from batchpredict.console import render
 from batchpredict.console.inspect import load_detail
 from batchpredict.console.kube import Kube
-from batchpredict.console.runs import EXIT_TIMEOUT, RunRow, outcome_exit_code, run_row
+from batchpredict.console.runs import EXIT_TIMEOUT, RunRow, run_row
 
 POLL_SECONDS = 1.0
 
@@ -72,7 +72,7 @@ async def follow(
                         highlight=False,
                     )
             last_key = _change_key(row)
-            code = outcome_exit_code(row.phase)
+            code = row.exit_code
             if code is not None:
                 if quiet:
                     console.out(row.phase, highlight=False)
