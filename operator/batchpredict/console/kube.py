@@ -113,7 +113,9 @@ class Kube:
     async def patch_run(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         what = f'batchprediction "{name}" in namespace "{self.namespace}"'
         with api_errors(what):
-            patched = await self.custom.patch_namespaced_custom_object(
+            # A merge patch (the generated method's hints omit `_content_type`; it takes it).
+            send: Any = self.custom.patch_namespaced_custom_object
+            patched = await send(
                 GROUP,
                 VERSION,
                 self.namespace,
