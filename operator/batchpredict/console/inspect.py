@@ -105,8 +105,9 @@ async def list_command(
         where = "any namespace" if all_namespaces else f"namespace {kube.namespace}"
         console.print(f"No batchpredictions found in {where}.")
         return 0
-    console.print(
-        render.run_table(rows, wide=output == "wide", headers=headers, namespaces=all_namespaces)
+    render.show(
+        console,
+        render.run_table(rows, wide=output == "wide", headers=headers, namespaces=all_namespaces),
     )
     return 0
 
@@ -120,5 +121,5 @@ async def get_command(kube: Kube, console: Console, name: str, *, output: str) -
         console.out(render.run_names([run_row(bp)]), end="")
         return 0
     detail = await load_detail(kube, bp)
-    console.print(render.detail_view(detail))
+    render.show(console, render.detail_view(detail))
     return 0

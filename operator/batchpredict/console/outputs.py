@@ -66,7 +66,7 @@ def print_rows(
             writer.writerow([field_text(row[n]) if n in row else "" for n in names])
         console.out(buffer.getvalue(), end="", highlight=False)
     else:
-        console.print(render.rows_table(rows, columns))
+        render.show(console, render.rows_table(rows, columns))
 
 
 async def results_command(

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -39,6 +39,17 @@ PHASE_STYLE = {
 GLYPH = {DONE: ("✔", "green"), FAILED: ("✘", "red"), RUNNING: ("▶", "cyan")}
 GLYPH[WAITING] = ("…", "yellow")
 BAR_WIDTH = 20
+
+
+def show(console: Console, renderable: RenderableType) -> None:
+    """Print `renderable`; in a pipe without the padding rich leaves at the ends of lines."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    with console.capture() as captured:
+        console.print(renderable)
+    lines = captured.get().splitlines()
+    console.out("\n".join(line.rstrip() for line in lines), highlight=False)
 
 
 def phase_text(phase: str) -> Text:
