@@ -16,8 +16,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from batchpredict.api.crd import crd_files, render
-from batchpredict.cli.main import validate
 from batchpredict.console import control, inspect, logs, outputs, version, watch
 from batchpredict.console.kube import ConsoleError, Kube, Target, connect
 from batchpredict.console.predict import DEFAULT_WAIT
@@ -291,9 +289,13 @@ async def _act(kube: Kube, args: argparse.Namespace, out: Console) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.verb == "validate":
-        return validate(args.files)
-    if args.verb == "crds":
+    if args.verb in {"validate", "crds"}:
+        # The CRD generator is slow to import: only these verbs load it.
+        from batchpredict.api.crd import crd_files, render  # noqa: PLC0415
+        from batchpredict.cli.main import validate  # noqa: PLC0415
+
+        if args.verb == "validate":
+            return validate(args.files)
         sys.stdout.write("---\n".join(render(crd) for crd in crd_files().values()))
         return 0
     plain = args.no_color or "NO_COLOR" in os.environ
