@@ -252,6 +252,8 @@ def test_logs_of_each_step(shared_run: SharedRun, cluster: Cluster) -> None:
     plan = plugin(cluster, "logs", name, "-n", ns, "--role", "plan")
     assert plan.stdout.splitlines()
     assert plan.stdout.startswith("[r0/plan] ")
+    first = json.loads(plan.stdout.splitlines()[0].removeprefix("[r0/plan] "))
+    assert first["logger"].startswith("batchpredict"), "the worker's lines, as it wrote them"
     followed = plugin(cluster, "logs", name, "-n", ns, "--role", "plan", "-f", timeout=60)
     assert followed.stdout == plan.stdout, "a finished pod's log, followed to its end"
 

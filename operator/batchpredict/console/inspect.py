@@ -11,7 +11,7 @@ import yaml
 from rich.console import Console
 
 from batchpredict.console import render
-from batchpredict.console.kube import Kube
+from batchpredict.console.kube import ConsoleError, Kube
 from batchpredict.console.runs import (
     RunDetail,
     RunRow,
@@ -60,10 +60,18 @@ def _read_outputs(outputs: RunOutputs | None) -> tuple[dict[Any, Any], dict[str,
     return {}, None
 
 
+async def _pods(kube: Kube, bp: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's pods; none when the user may not list pods (the tree then names none)."""
+    try:
+        return await kube.pods(bp)
+    except ConsoleError:
+        return []
+
+
 async def load_detail(kube: Kube, bp: dict[str, Any]) -> RunDetail:
     """A run with its rounds and shards: Jobs, pods and live reports from the API, finished
     shards' manifests and the evaluation from the output (with the user's credentials)."""
-    jobs, pods, reports = await asyncio.gather(kube.jobs(bp), kube.pods(bp), kube.reports(bp))
+    jobs, pods, reports = await asyncio.gather(kube.jobs(bp), _pods(kube, bp), kube.reports(bp))
     manifests, evaluation = await asyncio.to_thread(_read_outputs, _outputs(bp))
     rounds = build_rounds(jobs, pods, reports, manifests, shard_count(bp))
     return run_detail(bp, rounds, evaluation)

@@ -155,8 +155,12 @@ class Kube:
 
     async def log(self, pod: str, container: str) -> str:
         with api_errors(f'logs of pod "{pod}"'):
-            text = await self.core.read_namespaced_pod_log(pod, self.namespace, container=container)
-        return str(text)
+            # Raw bytes: the client would parse a log that is one JSON line as an object.
+            response: Any = await self.core.read_namespaced_pod_log(
+                pod, self.namespace, container=container, _preload_content=False
+            )
+            async with response:
+                return str((await response.read()).decode(errors="replace"))
 
     async def follow_log(self, pod: str, container: str) -> AsyncIterator[str]:
         with api_errors(f'logs of pod "{pod}"'):
