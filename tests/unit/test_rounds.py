@@ -9,6 +9,7 @@ from pathlib import Path
 
 from batchpredict.io.layout import OutputLayout
 from batchpredict.planning import ShardPlan
+from batchpredict.worker.finalize import redone_later
 from batchpredict.worker.rounds import ManualRedo, mark_manual_redo, shard_work, walk_rounds
 
 PLAN = ShardPlan(total_items=10, shards=1, chunk_items=10)
@@ -66,3 +67,16 @@ def test_a_retry_of_some_codes_redoes_only_those_and_keeps_the_others(tmp_path: 
     mark_manual_redo(layout, 2, ManualRedo(frozenset({"UNAVAILABLE", "UGLY"})))
     assert list(shard_work(layout, PLAN, 0, 2)) == [3, 5], "kept ones are redone by a later retry"
     assert ManualRedo.from_marker(b"manual retry\n") == ManualRedo(), "older markers: every code"
+
+
+def test_finalize_keeps_as_final_the_failures_no_later_round_redid() -> None:
+    """A failure of round r is final unless round r+1 (automatic) redid it as retryable, or a
+    later manual round selected its code."""
+    manual = {1: ManualRedo(frozenset({"BAD"})), 2: None}
+    bad = {"round": 0, "code": "BAD", "retryable": False}
+    slow = {"round": 0, "code": "UNAVAILABLE", "retryable": True}
+    again = {"round": 1, "code": "UNAVAILABLE", "retryable": True}
+    assert redone_later(bad, 2, manual), "round 1 selected BAD"
+    assert not redone_later(slow, 2, manual), "round 1 was manual and left UNAVAILABLE"
+    assert redone_later(again, 2, manual), "round 2 (automatic) redid round 1's retryable"
+    assert not redone_later({**again, "round": 2}, 2, manual), "the last round's are final"

@@ -51,7 +51,7 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
                     failures = outcome.failures.get(c, [])
                     succeeded += items - len(failures)
                     for failure in failures:
-                        if _redone_later(failure, last, manual):
+                        if redone_later(failure, last, manual):
                             continue
                         _count(failure, counts, retryable_counts, sample)
                         failures_out.write(
@@ -104,7 +104,7 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
     return fit_result({k: summary[k] for k in keys}, sample)
 
 
-def _redone_later(failure: dict[str, Any], last: int, manual: dict[int, ManualRedo | None]) -> bool:
+def redone_later(failure: dict[str, Any], last: int, manual: dict[int, ManualRedo | None]) -> bool:
     """A failure of round r is final unless a later round redid it: an automatic round r+1
     redoes the retryable ones, a manual round after r those of the codes it selects."""
     r = int(failure["round"])
