@@ -290,6 +290,13 @@ def test_refusals_are_one_line_errors(
     )
     assert "TritonUnavailable" in unreachable
     assert "is not reachable" in unreachable
+    path = f"{Path(cluster.kubectl_bin).parent}{os.pathsep}{os.environ['PATH']}"
+    forward = ["--port-forward", "svc/no-triton", "-n", ns]
+    no_service = one_line_error(
+        plugin(cluster, "predict", "-f", str(unreachable_file), "--row", "{}", *forward, PATH=path)
+    )
+    assert no_service.startswith("error: cannot port-forward to svc/no-triton: ")
+    assert 'services "no-triton" not found' in no_service
 
 
 def test_suspend_resume_cancel_and_status_exit_codes(

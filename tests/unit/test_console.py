@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from batchpredict.actions import retry_patch
+from batchpredict.console.kube import Target
 from batchpredict.console.main import build_parser
+from batchpredict.console.portforward import forward_args
 from batchpredict.console.render import watch_line
 from batchpredict.console.runs import (
     DONE,
@@ -165,3 +167,19 @@ def test_the_parser_takes_kubectl_options_after_the_verb() -> None:
     assert args.code == ["A", "B"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["retry", "x", "--code", "A", "--all"])
+
+
+def test_port_forward_asks_kubectl_for_a_free_local_port() -> None:
+    target = Target(kubeconfig="k.yaml", context="dev", namespace="models")
+    assert forward_args(target, "svc/triton") == [
+        "--kubeconfig",
+        "k.yaml",
+        "--context",
+        "dev",
+        "-n",
+        "models",
+        "port-forward",
+        "svc/triton",
+        ":8001",
+    ]
+    assert forward_args(Target(), "svc/triton:8000")[-2:] == ["svc/triton", ":8000"]

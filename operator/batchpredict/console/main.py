@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from rich.console import Console
 
 from batchpredict.console import control, inspect, logs, outputs, version, watch
 from batchpredict.console.kube import ConsoleError, Kube, Target, connect
+from batchpredict.console.portforward import port_forward
 from batchpredict.console.predict import DEFAULT_WAIT
 
 FORMATS = ("wide", "json", "yaml", "name")
@@ -128,7 +130,13 @@ def _action_verbs(verb: Verb) -> None:
     source.add_argument("--item", type=Path, help="a file (spec.input.format: files)")
     source.add_argument("--row", help="the item's fields as JSON")
     source.add_argument("--from-dataset", type=int, metavar="N", help="the spec's first N items")
-    p.add_argument("--url", help="Triton URL reachable from here (default: spec.triton.url)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--url", help="Triton URL reachable from here (default: spec.triton.url)")
+    where.add_argument(
+        "--port-forward",
+        metavar="svc/NAME[:PORT]",
+        help="reach Triton through `kubectl port-forward` (port 8001 unless named)",
+    )
     p.add_argument("--wait", type=float, default=DEFAULT_WAIT, help="seconds to wait for Triton")
     p.add_argument("-o", "--output", choices=("json", "jsonl"), default="json")
 
@@ -176,14 +184,20 @@ async def _predict(args: argparse.Namespace, out: Console) -> int:
 
     body = control.read_runs(args.filename)[0]
     spec = parse_batch_prediction(body).spec
-    result = await predict(
-        spec,
-        item=args.item,
-        row=args.row,
-        first=args.from_dataset,
-        triton_url=args.url,
-        wait=args.wait,
-    )
+    async with contextlib.AsyncExitStack() as stack:
+        url = args.url
+        if args.port_forward:
+            url = await stack.enter_async_context(port_forward(_target(args), args.port_forward))
+            if spec.triton and spec.triton.url and spec.triton.url.startswith("http"):
+                url = f"http://{url}"
+        result = await predict(
+            spec,
+            item=args.item,
+            row=args.row,
+            first=args.from_dataset,
+            triton_url=url,
+            wait=args.wait,
+        )
     if args.output == "jsonl":
         for row in result.predictions + result.failures:
             out.out(json.dumps(row, separators=(",", ":")), highlight=False)
