@@ -8,10 +8,10 @@ from pathlib import Path
 
 import yaml
 
-from batchpredict.cli.pools import format_pools
+from batchpredict.console.pools import format_pools
 
 REPO = Path(__file__).parents[2]
-CLI = [sys.executable, "-m", "batchpredict.cli.main"]
+CLI = [sys.executable, "-m", "batchpredict.console.main"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

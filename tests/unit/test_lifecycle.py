@@ -156,6 +156,50 @@ def test_manual_retry_redoes_every_failed_item_once() -> None:
     assert (done.status.items.succeeded, done.status.items.failed) == (100, 0)
 
 
+def test_a_retry_of_some_codes_redoes_those_and_keeps_the_others_failed() -> None:
+    codes = {"INVALID_ARGUMENT": 3, "UNREADABLE_ITEM": 2}
+    children = (
+        *RUNNING,
+        job(Role.SHARDS, complete=True),
+        report(0, 47, 3),
+        report(1, 48, 2),
+        job(Role.FINALIZE, complete=True),
+        finalized(95, 5, codes=codes),
+    )
+    partial = step(step(None), *children)
+    asked = {"batchpredict.io/retry": "1", "batchpredict.io/retry-codes": "INVALID_ARGUMENT"}
+    retry = with_annotations(partial, asked, *children)
+    (created,) = retry.create
+    env = created["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "BATCHPREDICT_REDO_CODES", "value": "INVALID_ARGUMENT"} in env
+    annotations = created["metadata"]["annotations"]
+    assert annotations["batchpredict.io/failed-before"] == "3"
+    assert annotations["batchpredict.io/kept-before"] == '{"UNREADABLE_ITEM": 2}'
+    assert (
+        retry.status.message
+        == "retrying 3 failed items (INVALID_ARGUMENT) in round 1 (manual retry)"
+    )
+    retry_job = job(
+        Role.SHARDS,
+        1,
+        retry_request=annotations["batchpredict.io/retry-request"],
+        succeeded_before=95,
+        failed_before=3,
+        kept_before={"UNREADABLE_ITEM": 2},
+        active=1,
+    )
+    midway = with_annotations(retry, asked, *children[:2], retry_job, report(0, 2, round_=1))
+    assert midway.status.items is not None
+    assert (midway.status.items.succeeded, midway.status.items.failed) == (97, 3)
+    summary = {e.code: e.count for e in midway.status.failure_summary}
+    assert summary["UNREADABLE_ITEM"] == 2, "the kept failures still show by code"
+    nothing = {"batchpredict.io/retry": "2", "batchpredict.io/retry-codes": "NOT_FOUND"}
+    refused = with_annotations(partial, nothing, *children)
+    assert refused.create == []
+    assert [e.reason for e in refused.events] == ["NothingToRetry"]
+    assert "no failed items of codes NOT_FOUND" in refused.events[0].message
+
+
 def test_deadline_fails_the_run_and_stops_its_jobs() -> None:
     running = step(step(None), *RUNNING, job(Role.SHARDS, active=2), activeDeadlineSeconds=60)
     late = step(

@@ -3,7 +3,8 @@
     <output.uri>/
       plan.json                              plan step: {total, shards, chunkItems, ...}
       splits/shard-<shard>.json              byte-range plans: the items of a shard's range
-      rounds/<round>/redo-all                a manual retry round: redoes every failure
+      rounds/<round>/redo-all                a manual retry round: redoes every failure, or
+                                             those of the codes it lists ({"codes": [...]})
       rounds/<round>/shard-<shard>/          round 0 = first pass, 1.. = retry rounds
         predictions-<chunk>.jsonl|.parquet   one row per succeeded item (committed last)
         failures-<chunk>.jsonl               one row per failed item (none: no file)

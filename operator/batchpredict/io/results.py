@@ -14,7 +14,7 @@ streams file by file, and keeps memory flat in the size of the run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -76,6 +76,18 @@ class RunOutputs:
         self.layout.write_json(self.evaluation_path, evaluation)
         return self.layout.url(self.evaluation_path)
 
+    def shard_manifests(self) -> dict[tuple[int, int], dict[str, Any]]:
+        """{(round, shard): the manifest each finished shard wrote (counts, speed)}."""
+        rounds = self.layout.path("rounds")
+        if not self.layout.fs.exists(rounds):
+            return {}
+        found: dict[tuple[int, int], dict[str, Any]] = {}
+        for path in self.layout.fs.glob(f"{rounds}/*/shard-*/manifest.json"):
+            value = self._json(str(path))
+            if value is not None and "round" in value and "shard" in value:
+                found[int(value["round"]), int(value["shard"])] = value
+        return found
+
     # --- which files hold the answers ----------------------------------------------------
     def prediction_files(self) -> list[str]:
         """Paths (within the store) of the files that hold predictions, in a stable order:
@@ -99,12 +111,18 @@ class RunOutputs:
         return url
 
     # --- rows -----------------------------------------------------------------------------
-    def predictions(self, limit: int | None = None) -> Iterator[dict[str, Any]]:
-        """Prediction rows (id, the included input fields, the outputs), file by file."""
-        yield from _take(self._rows(self.prediction_files()), limit)
+    def predictions(
+        self, limit: int | None = None, where: Mapping[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Prediction rows (id, the included input fields, the outputs), file by file;
+        `where` keeps the rows whose fields read as the given text."""
+        yield from _take(matching(self._rows(self.prediction_files()), where), limit)
 
     def failures(
-        self, codes: Iterable[str] = (), limit: int | None = None
+        self,
+        codes: Iterable[str] = (),
+        limit: int | None = None,
+        where: Mapping[str, str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Failure records (id, code, message, attempts, retryable, round, shard): the final
         ones once finished, else every failure recorded so far (retryable ones may still be
@@ -119,7 +137,7 @@ class RunOutputs:
         else:
             files = self._committed("failures-")
         rows = (r for r in self._rows(files) if not wanted or r.get("code") in wanted)
-        yield from _take(rows, limit)
+        yield from _take(matching(rows, where), limit)
 
     def _rows(self, files: Iterable[str]) -> Iterator[dict[str, Any]]:
         for path in files:
@@ -139,3 +157,22 @@ def _take(rows: Iterator[dict[str, Any]], limit: int | None) -> Iterator[dict[st
         if limit is not None and n >= limit:
             return
         yield row
+
+
+def field_text(value: Any) -> str:
+    """A field as `--where` and the console's tables show it (JSON for lists and objects)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def matching(
+    rows: Iterable[dict[str, Any]], where: Mapping[str, str] | None
+) -> Iterator[dict[str, Any]]:
+    """Rows whose every `where` field reads as the given text (`label=7`, `id=img-3.png`)."""
+    if not where:
+        yield from rows
+        return
+    for row in rows:
+        if all(k in row and field_text(row[k]) == v for k, v in where.items()):
+            yield row

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
 from batchpredict.controller.config import OperatorConfig
 from batchpredict.reconcile.naming import (
     ANNOTATION_FAILED_BEFORE,
+    ANNOTATION_KEPT_BEFORE,
     ANNOTATION_RETRY_REQUEST,
     ANNOTATION_SUCCEEDED_BEFORE,
     LABEL_EVALUATION,
@@ -52,14 +54,19 @@ class ManualRetry:
 
     request: str  # a hash of the batchpredict.io/retry annotation's value
     succeeded_before: int
-    failed_before: int
+    failed_before: int  # the final failures the round redoes
+    codes: tuple[str, ...] = ()  # only these codes (and NOT_PROCESSED); empty: every code
+    kept_before: dict[str, int] = field(default_factory=dict)  # final failures left as they are
 
     def annotations(self) -> dict[str, str]:
-        return {
+        annotations = {
             ANNOTATION_RETRY_REQUEST: self.request,
             ANNOTATION_SUCCEEDED_BEFORE: str(self.succeeded_before),
             ANNOTATION_FAILED_BEFORE: str(self.failed_before),
         }
+        if self.kept_before:
+            annotations[ANNOTATION_KEPT_BEFORE] = json.dumps(self.kept_before, sort_keys=True)
+        return annotations
 
 
 def _exit_rule(action: str, code: int) -> dict[str, Any]:
@@ -103,6 +110,8 @@ def _job(
     if retry is not None:
         labels[LABEL_REDO] = "all"
         env.append({"name": "BATCHPREDICT_REDO", "value": "all"})
+        if retry.codes:
+            env.append({"name": "BATCHPREDICT_REDO_CODES", "value": ",".join(retry.codes)})
     template = build_pod_template(spec, config, role=role, labels=labels, env=env)
     job_labels = dict(labels)
     if spec.queue_name and role is Role.SHARDS:

@@ -20,11 +20,16 @@ LABEL_EVALUATION = "batchpredict.io/evaluation"
 # before it (the reports of earlier rounds are gone by then).
 ANNOTATION_RETRY_REQUEST = "batchpredict.io/retry-request"
 ANNOTATION_SUCCEEDED_BEFORE = "batchpredict.io/succeeded-before"
-ANNOTATION_FAILED_BEFORE = "batchpredict.io/failed-before"
+ANNOTATION_FAILED_BEFORE = "batchpredict.io/failed-before"  # the items the round redoes
+# {code: count} of the final failures a `retry --code` round leaves as they are.
+ANNOTATION_KEPT_BEFORE = "batchpredict.io/kept-before"
 # `kubectl annotate bp NAME batchpredict.io/retry=<new value>` retries a finished run's failures;
 # `batchpredict.io/cancel=true` stops a run and keeps what is done.
 ANNOTATION_RETRY = "batchpredict.io/retry"
 ANNOTATION_CANCEL = "batchpredict.io/cancel"
+# Beside a new retry value: `CODE,CODE` redoes only the final failures of those codes (and the
+# items never processed); absent or empty, every failure.
+ANNOTATION_RETRY_CODES = "batchpredict.io/retry-codes"
 # Set at creation by the chart's MutatingAdmissionPolicy from the requesting user's name.
 ANNOTATION_STARTED_BY = "batchpredict.io/started-by"
 

@@ -11,6 +11,7 @@ from typing import Any
 from batchpredict.api.v1alpha1.report import BatchPredictionShard
 from batchpredict.reconcile.naming import (
     ANNOTATION_FAILED_BEFORE,
+    ANNOTATION_KEPT_BEFORE,
     ANNOTATION_RETRY_REQUEST,
     ANNOTATION_SUCCEEDED_BEFORE,
     LABEL_EVALUATION,
@@ -71,6 +72,7 @@ class JobState:
     succeeded_before: int = 0
     failed_before: int = 0
     evaluation_key: str = ""  # an evaluate Job: the spec.evaluation it measures
+    kept_before: Mapping[str, int] = field(default_factory=dict)
     active: int = 0
     completed: frozenset[int] = frozenset()
     failed_set: frozenset[int] = frozenset()
@@ -120,6 +122,7 @@ class JobState:
             succeeded_before=int(annotations.get(ANNOTATION_SUCCEEDED_BEFORE, "0")),
             failed_before=int(annotations.get(ANNOTATION_FAILED_BEFORE, "0")),
             evaluation_key=labels.get(LABEL_EVALUATION, ""),
+            kept_before=_counts(annotations.get(ANNOTATION_KEPT_BEFORE)),
             active=int(status.get("active") or 0),
             completed=completed,
             failed_set=parse_indexes(status.get("failedIndexes")),
@@ -269,3 +272,14 @@ def observe_run(
         shard_results=shard_results,
         evaluations=evaluations,
     )
+
+
+def _counts(text: str | None) -> dict[str, int]:
+    """{code: count} from a Job annotation; anything unreadable counts as none."""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): int(v) for k, v in value.items() if isinstance(v, int)}

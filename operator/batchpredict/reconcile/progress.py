@@ -96,7 +96,8 @@ class Baseline:
     """The run's final counts before a manual retry round (its Job records them)."""
 
     succeeded: int
-    failed: int
+    failed: int  # the final failures the manual round redoes
+    kept: Mapping[str, int] = field(default_factory=dict)  # {code: n} final failures it leaves
 
 
 @dataclass(frozen=True)
@@ -126,12 +127,12 @@ class _Accounting:
     def __init__(self, plan: ShardPlan, baseline: Baseline | None) -> None:
         self.plan = plan
         self.succeeded = baseline.succeeded if baseline else 0
-        self.failed = 0
+        self.failed = sum(baseline.kept.values()) if baseline else 0
         self.retrying = 0
         self.uncertain = False
         self.speed = 0.0
         self.waiting: list[str] = []
-        self.codes: Counter[str] = Counter()
+        self.codes: Counter[str] = Counter(baseline.kept if baseline else {})
         self.retryable_codes: set[str] = set()
         self.samples: list[FailedItem] = []
         # Items given to each shard of the round at hand (None: not known per shard, after a

@@ -27,12 +27,14 @@ from batchpredict.reconcile.jobs import ManualRetry, Owner, build_step_job, buil
 from batchpredict.reconcile.naming import (
     ANNOTATION_CANCEL,
     ANNOTATION_RETRY,
+    ANNOTATION_RETRY_CODES,
     Role,
 )
 from batchpredict.reconcile.observed import JobState, Observed
 from batchpredict.reconcile.policy import deadline_passed, retry_delay, terminal_phase
 from batchpredict.reconcile.pools import REASON_UNKNOWN_NODE_POOL, unknown_node_pool
 from batchpredict.reconcile.progress import (
+    NOT_PROCESSED,
     Baseline,
     Progress,
     RoundView,
@@ -237,28 +239,32 @@ class _Run:
         return self.decision
 
     def manual_retry(self, request: str) -> Decision:
-        """Redo every final failure in a new round. The round's Job records the request, so a
-        reconcile that lost the status patch finds it instead of starting a second round."""
+        """Redo the final failures (every one, or those of the retry-codes annotation) in a new
+        round. The round's Job records the request, so a reconcile that lost the status patch
+        finds it instead of starting a second round."""
         self.set(last_retry_request=request)
         request_id = hashlib.sha256(request.encode()).hexdigest()[:16]
         items, totals = self.previous.items, self.plan_totals()
+        codes = retry_codes(self.annotations.get(ANNOTATION_RETRY_CODES))
+        redo, kept = self.split_failures(codes)
         existing = [j for j in self.observed.jobs if j.retry_request == request_id]
         if existing:
-            round_ = existing[0].round
-        elif items is None or not items.failed or totals is None:
-            event = Event("Normal", "NothingToRetry", "the run has no failed items to retry")
-            self.decision.events.append(event)
+            round_, redo = existing[0].round, existing[0].failed_before
+        elif items is None or not redo or totals is None:
+            which = f" of codes {', '.join(codes)}" if codes else ""
+            message = f"the run has no failed items{which} to retry"
+            self.decision.events.append(Event("Normal", "NothingToRetry", message))
             self.decision.status = self.status
             return self.decision
         else:
             round_ = max(self.observed.rounds(), default=0) + 1
-            retry = ManualRetry(request_id, items.succeeded, items.failed)
+            retry = ManualRetry(request_id, items.succeeded, redo, codes, kept)
             job = build_worker_job(
                 self.owner, self.spec, self.config, shards=totals.shards, round_=round_, retry=retry
             )
             self.create(job)
-        failed = items.failed if items else 0
-        message = f"retrying {failed} failed items in round {round_} (manual retry)"
+        which = f" ({', '.join(codes)})" if codes else ""
+        message = f"retrying {redo} failed items{which} in round {round_} (manual retry)"
         self.set(
             phase=Phase.RUNNING,
             round=round_,
@@ -273,6 +279,20 @@ class _Run:
         self.decision.events.append(Event("Normal", "ManualRetry", message))
         self.decision.status = self.status
         return self.decision
+
+    def split_failures(self, codes: tuple[str, ...]) -> tuple[int, dict[str, int]]:
+        """(the final failures a retry of `codes` redoes, {code: n} of those it leaves) from
+        the finished run's failure summary; items never processed are always redone."""
+        items = self.previous.items
+        failed = items.failed if items else 0
+        if not codes:
+            return failed, {}
+        kept = {
+            e.code: e.count
+            for e in self.previous.failure_summary
+            if e.code not in codes and e.code != NOT_PROCESSED
+        }
+        return failed - sum(kept.values()), kept
 
     def pending(self) -> None:
         message = "planning the shards (listing or counting the dataset) and checking the model"
@@ -371,7 +391,11 @@ class _Run:
         """Counts from the rounds' reports and completed pods, from round 0 or the last
         manual retry (whose Job holds the counts before it)."""
         start = first.round if first else 0
-        baseline = Baseline(first.succeeded_before, first.failed_before) if first else None
+        baseline = (
+            Baseline(first.succeeded_before, first.failed_before, first.kept_before)
+            if first
+            else None
+        )
         views = []
         for r in range(start, current + 1):
             job = self.observed.job(Role.SHARDS, r)
@@ -573,3 +597,8 @@ def reconcile_run(
     """Decide the new status and the children to create for one BatchPrediction.
     `admitted`: false while the operator's cap on running runs keeps this one queued."""
     return _Run(bp, observed, config, admitted).decide()
+
+
+def retry_codes(value: str | None) -> tuple[str, ...]:
+    """The codes of the retry-codes annotation (`A,B`), sorted; empty for every code."""
+    return tuple(sorted({c.strip() for c in (value or "").split(",") if c.strip()}))

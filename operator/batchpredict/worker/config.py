@@ -13,6 +13,7 @@ from batchpredict.api.validation import InvalidSpecError, parse_spec
 from batchpredict.incluster import TERMINATION_LOG, TRITON_HEADERS_DIR, TRITON_TLS_DIR, in_pod
 from batchpredict.triton.client import TlsFiles, TritonClient
 from batchpredict.worker import exit_codes
+from batchpredict.worker.rounds import ManualRedo
 
 REPORT_MODES = frozenset({"api", "file", "off", "none"})
 
@@ -43,7 +44,7 @@ class WorkerEnv:
     namespace: str
     run_uid: str
     round: int
-    redo_all: bool  # a manual retry round: redo every failed item, not only retryable ones
+    manual_redo: ManualRedo | None  # a manual retry round: which final failures it redoes
     shard: int | None
     triton_url: str | None
     report_mode: str
@@ -54,6 +55,15 @@ class WorkerEnv:
     headers_dir: Path
     triton_wait: float
     chunk_items: int | None
+
+
+def _manual_redo(env: dict[str, str]) -> ManualRedo | None:
+    """BATCHPREDICT_REDO=all marks a manual retry round; BATCHPREDICT_REDO_CODES (comma
+    separated) narrows it to those failure codes."""
+    if env.get("BATCHPREDICT_REDO", "retryable") != "all":
+        return None
+    codes = [c for c in env.get("BATCHPREDICT_REDO_CODES", "").split(",") if c]
+    return ManualRedo(frozenset(codes) if codes else None)
 
 
 def _int(env: dict[str, str], key: str, default: int | None) -> int | None:
@@ -94,7 +104,7 @@ def load_env(env: dict[str, str] | None = None) -> WorkerEnv:
         namespace=env.get("BATCHPREDICT_NAMESPACE", "default"),
         run_uid=env.get("BATCHPREDICT_RUN_UID", ""),
         round=_int(env, "BATCHPREDICT_ROUND", 0) or 0,
-        redo_all=env.get("BATCHPREDICT_REDO", "retryable") == "all",
+        manual_redo=_manual_redo(env),
         shard=_int(env, "JOB_COMPLETION_INDEX", None),
         triton_url=env.get("BATCHPREDICT_TRITON_URL") or None,
         report_mode=report_mode,

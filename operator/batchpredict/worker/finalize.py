@@ -20,7 +20,7 @@ from batchpredict.io.readers import Dataset, ItemBatch, open_dataset
 from batchpredict.io.splits import SPLIT_STRIDE
 from batchpredict.planning import ShardPlan
 from batchpredict.worker.config import WorkerEnv
-from batchpredict.worker.rounds import chunk_count, redoes_all, walk_rounds
+from batchpredict.worker.rounds import ManualRedo, chunk_count, manual_redo, walk_rounds
 from batchpredict.worker.setup import open_layout, read_plan
 from batchpredict.worker.splitsizes import resolve_sizes
 
@@ -44,10 +44,7 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
     prediction_files: list[str] = []
     incomplete: list[dict[str, int]] = []
     unfinished: dict[int, NDArray[np.int64]] = {}
-    # A failure of round r is final unless a later round redid it: round r+1 redoes the
-    # retryable ones, a manual (redo-all) round after r redoes every one.
-    redo_all = {r: redoes_all(layout, r) for r in range(1, last + 1)}
-    redone_later = {r: any(redo_all[n] for n in range(r + 1, last + 1)) for r in range(last + 1)}
+    manual = {r: manual_redo(layout, r) for r in range(1, last + 1)}
     with layout.open_atomic(layout.final_failures) as failures_out:
         for shard in range(plan.shards):
             for outcome in walk_rounds(layout, plan, shard, last):
@@ -59,8 +56,7 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
                     failures = outcome.failures.get(c, [])
                     succeeded += items - len(failures)
                     for failure in failures:
-                        r = failure["round"]
-                        if r < last and (failure["retryable"] or redone_later[r]):
+                        if redone_later(failure, last, manual):
                             continue
                         _count(failure, counts, retryable_counts, sample)
                         failures_out.write(
@@ -117,6 +113,20 @@ def _finalize(env: WorkerEnv) -> dict[str, Any]:
     if evaluation is not None:
         result["evaluation"] = evaluation  # a few hundred bytes: fit_result keeps it whole
     return fit_result(result, sample)
+
+
+def redone_later(failure: dict[str, Any], last: int, manual: dict[int, ManualRedo | None]) -> bool:
+    """A failure of round r is final unless a later round redid it: an automatic round r+1
+    redoes the retryable ones, a manual round after r those of the codes it selects."""
+    r = int(failure["round"])
+    if r >= last:
+        return False
+    if manual[r + 1] is None and failure["retryable"]:
+        return True
+    return any(
+        m is not None and m.redoes(str(failure["code"]))
+        for m in (manual[n] for n in range(r + 1, last + 1))
+    )
 
 
 def _count(

@@ -8,6 +8,8 @@ Environment
   BATCHPREDICT_RUN_UID         its UID (a plan from another run in output.uri is refused)
   BATCHPREDICT_ROUND           retry round, 0 first (finalize: the last round that ran)
   BATCHPREDICT_REDO            retryable (default) | all: a manual retry redoes every failure
+  BATCHPREDICT_REDO_CODES      with REDO=all: only the failures of these codes (comma
+                               separated); items never processed are always redone
   JOB_COMPLETION_INDEX         the shard (`shard` role; set by the Indexed Job)
   BATCHPREDICT_TRITON_URL      overrides spec.triton.url (sidecar: localhost:<grpcPort>; the
                                operator's default server when spec.triton is left out)

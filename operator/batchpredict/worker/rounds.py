@@ -2,14 +2,16 @@
 
 Round 0 of shard i covers the plan's range. Round r+1 of shard i redoes, from round r, the
 retryable failures of committed chunks and every item of chunks round r never committed. A
-round with the redo-all marker of a manual retry redoes every final failure instead: those of
-round r and the non-retryable ones of every round before it.
+round with the marker of a manual retry redoes the final failures it selects instead (every one,
+or those of the codes `retry --code` named): those of round r and the ones kept final by every
+round before it, plus the items round r never committed (never tried, so always redone).
 Everything is derived from committed files, so a restarted pod or the finalize step computes
 the same lists.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,34 @@ def chunk_failures(
     return layout.read_jsonl(path) if layout.exists(path) else []
 
 
+@dataclass(frozen=True)
+class ManualRedo:
+    """What a manual retry round redoes: the final failures of `codes` (None: every one)."""
+
+    codes: frozenset[str] | None = None
+
+    def redoes(self, code: str) -> bool:
+        return self.codes is None or code in self.codes
+
+    def marker(self) -> bytes:
+        if self.codes is None:
+            return b"manual retry\n"
+        return json.dumps({"codes": sorted(self.codes)}).encode() + b"\n"
+
+    @classmethod
+    def from_marker(cls, data: bytes) -> ManualRedo:
+        """The marker's codes; any other content (older runs) means every failure."""
+        try:
+            value = json.loads(data)
+        except ValueError:
+            return cls()
+        codes = value.get("codes") if isinstance(value, dict) else None
+        return cls(frozenset(codes)) if isinstance(codes, list) else cls()
+
+
+Kept = list[tuple[int, str]]  # (position, code) of failures final so far
+
+
 @dataclass
 class RoundOutcome:
     """What one round of one shard committed."""
@@ -37,25 +67,28 @@ class RoundOutcome:
     committed: dict[int, str]  # chunk -> predictions file
     failures: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
-    def kept_failures(self) -> list[int]:
-        """Positions of the non-retryable failures: final unless a manual retry redoes them."""
+    def all_failures(self) -> Iterator[dict[str, Any]]:
+        for failures in self.failures.values():
+            yield from failures
+
+    def kept_failures(self) -> Kept:
+        """The non-retryable failures: final unless a manual retry redoes them."""
         return [
-            int(f["position"])
-            for failures in self.failures.values()
-            for f in failures
-            if not f["retryable"]
+            (int(f["position"]), str(f["code"])) for f in self.all_failures() if not f["retryable"]
         ]
 
-    def retry_work(self, chunk_items: int, *, every_failure: bool = False) -> list[int]:
-        """Positions the next round redoes, in order."""
-        redo: list[int] = []
+    def unfinished(self, chunk_items: int) -> list[int]:
+        """Positions of the chunks this round never committed."""
+        missing: list[int] = []
         for c in range(chunk_count(self.work, chunk_items)):
-            if c in self.committed:
-                failures = self.failures.get(c, [])
-                redo += [int(f["position"]) for f in failures if every_failure or f["retryable"]]
-            else:
-                redo += list(self.work[c * chunk_items : (c + 1) * chunk_items])
-        return sorted(redo)
+            if c not in self.committed:
+                missing += list(self.work[c * chunk_items : (c + 1) * chunk_items])
+        return missing
+
+    def retry_work(self, chunk_items: int) -> list[int]:
+        """Positions the next (automatic) round redoes, in order."""
+        redo = [int(f["position"]) for f in self.all_failures() if f["retryable"]]
+        return sorted(redo + self.unfinished(chunk_items))
 
 
 def round_outcome(
@@ -68,14 +101,16 @@ def round_outcome(
 
 
 def next_work(
-    outcome: RoundOutcome, kept: list[int], chunk_items: int, *, redo_all: bool
-) -> tuple[list[int], list[int]]:
+    outcome: RoundOutcome, kept: Kept, chunk_items: int, *, manual: ManualRedo | None
+) -> tuple[list[int], Kept]:
     """(the next round's work, the final failures of the rounds so far) after `outcome`;
     `kept` are the final failures of the rounds before it."""
-    redo = outcome.retry_work(chunk_items, every_failure=redo_all)
-    if redo_all:
-        return sorted(kept + redo), []
-    return redo, kept + outcome.kept_failures()
+    if manual is None:
+        return outcome.retry_work(chunk_items), kept + outcome.kept_failures()
+    candidates = kept + [(int(f["position"]), str(f["code"])) for f in outcome.all_failures()]
+    redo = [p for p, code in candidates if manual.redoes(code)]
+    still = [(p, code) for p, code in candidates if not manual.redoes(code)]
+    return sorted(redo + outcome.unfinished(chunk_items)), still
 
 
 def _walk(
@@ -83,11 +118,11 @@ def _walk(
 ) -> Iterator[tuple[RoundOutcome, Sequence[int]]]:
     """(outcome, the next round's work) of rounds 0..rounds-1 of `shard`."""
     work: Sequence[int] = plan.shard_range(shard)
-    kept: list[int] = []
+    kept: Kept = []
     for r in range(rounds):
         outcome = round_outcome(layout, r, shard, work, plan.chunk_items)
-        redo_all = redoes_all(layout, r + 1)
-        work, kept = next_work(outcome, kept, plan.chunk_items, redo_all=redo_all)
+        manual = manual_redo(layout, r + 1)
+        work, kept = next_work(outcome, kept, plan.chunk_items, manual=manual)
         yield outcome, work
 
 
@@ -107,12 +142,17 @@ def shard_work(layout: OutputLayout, plan: ShardPlan, shard: int, round_: int) -
     return work
 
 
-def redoes_all(layout: OutputLayout, round_: int) -> bool:
-    return layout.exists(layout.redo_all_marker(round_))
+def manual_redo(layout: OutputLayout, round_: int) -> ManualRedo | None:
+    """What round `round_` redoes when it is a manual retry round; None for any other."""
+    path = layout.redo_all_marker(round_)
+    if not layout.exists(path):
+        return None
+    with layout.fs.open(path, "rb") as handle:
+        return ManualRedo.from_marker(handle.read())
 
 
-def mark_redo_all(layout: OutputLayout, round_: int) -> None:
-    """Record that `round_` redoes every failure; every shard of the round writes it before
-    it derives its work, so all of them (and finalize) agree."""
-    if not redoes_all(layout, round_):
-        layout.write_atomic(layout.redo_all_marker(round_), b"manual retry\n")
+def mark_manual_redo(layout: OutputLayout, round_: int, redo: ManualRedo) -> None:
+    """Record what `round_` redoes; every shard of the round writes it before it derives its
+    work, so all of them (and finalize) agree (they all write the same bytes)."""
+    if manual_redo(layout, round_) is None:
+        layout.write_atomic(layout.redo_all_marker(round_), redo.marker())

@@ -20,10 +20,10 @@ from batchpredict.planning import ShardPlan
 from batchpredict.triton.tensors import MAX_AUTO_CONCURRENCY
 from batchpredict.worker import exit_codes
 from batchpredict.worker.config import CannotStartError, WorkerEnv
-from batchpredict.worker.pipeline import Settings, ShardPipeline
+from batchpredict.worker.pipeline import OnCommit, Settings, ShardPipeline
 from batchpredict.worker.preprocess import Preprocessor
 from batchpredict.worker.report import ApiSink, FileSink, ProgressReporter, ReportSink
-from batchpredict.worker.rounds import chunk_count, mark_redo_all, round_outcome, shard_work
+from batchpredict.worker.rounds import chunk_count, mark_manual_redo, round_outcome, shard_work
 from batchpredict.worker.setup import (
     ModelSetup,
     load_dataset,
@@ -92,16 +92,17 @@ def _sink(env: WorkerEnv, layout: OutputLayout, shard: int) -> ReportSink | None
     return None
 
 
-async def _build_pipeline(  # noqa: PLR0917 (what a shard's pipeline is made of)
+async def build_pipeline(  # noqa: PLR0917 (what a shard's pipeline is made of)
     env: WorkerEnv,
     setup: ModelSetup,
     dataset: Dataset,
     layout: OutputLayout,
-    reporter: ProgressReporter,
+    on_commit: OnCommit,
     chunk_items: int,
 ) -> ShardPipeline:
     """The shard's pipeline: settings from the spec and the model, its preprocessor (and
-    pool), the fields its reader needs to convert."""
+    pool), the fields its reader needs to convert. `batchpredict predict` builds the same
+    one, so that one item takes exactly a run's path."""
     spec = env.spec
     settings = Settings(
         model=spec.model.name,
@@ -134,7 +135,7 @@ async def _build_pipeline(  # noqa: PLR0917 (what a shard's pipeline is made of)
         outputs=setup.outputs,
         settings=settings,
         layout=layout,
-        on_commit=reporter.commit,
+        on_commit=on_commit,
     )
 
 
@@ -169,8 +170,8 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
         raise CannotStartError(exit_codes.REASON_INVALID_SPEC, "JOB_COMPLETION_INDEX is not set")
     layout = open_layout(env)
     plan, dataset = await _shard_plan(env, layout, shard)
-    if env.redo_all and env.round > 0:
-        await asyncio.to_thread(mark_redo_all, layout, env.round)
+    if env.manual_redo is not None and env.round > 0:
+        await asyncio.to_thread(mark_manual_redo, layout, env.round, env.manual_redo)
     work = await asyncio.to_thread(shard_work, layout, plan, shard, env.round)
     size = plan.chunk_items
     done = await asyncio.to_thread(round_outcome, layout, env.round, shard, work, size)
@@ -196,7 +197,7 @@ async def run_shard(env: WorkerEnv) -> dict[str, Any]:
         if todo:
             dataset = dataset or await load_dataset(env)
             setup = await setup_model(env, dataset, on_wait=reporter.waiting)
-            pipeline = await _build_pipeline(env, setup, dataset, layout, reporter, size)
+            pipeline = await build_pipeline(env, setup, dataset, layout, reporter.commit, size)
             preprocessor = pipeline.preprocessor
             log.info(
                 "shard %d round %d: %d items, %d chunks to do, batch %d, concurrency %d",

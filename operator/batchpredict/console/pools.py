@@ -14,19 +14,23 @@ DEFAULT_NAME = "batchpredict-node-pools"
 POOLS_KEY = "pools.yaml"
 
 
-async def _read(namespace: str, name: str) -> dict[str, Any]:
+async def _read(
+    namespace: str, name: str, kubeconfig: str | None, context: str | None
+) -> dict[str, Any]:
     from kubernetes_asyncio import client, config  # noqa: PLC0415 (only this verb needs it)
 
-    await config.load_kube_config()
+    await config.load_kube_config(config_file=kubeconfig, context=context)
     async with client.ApiClient() as api:
         found = await client.CoreV1Api(api).read_namespaced_config_map(name, namespace)
     pools = yaml.safe_load((found.data or {}).get(POOLS_KEY) or "{}")
     return pools if isinstance(pools, dict) else {}
 
 
-def read_pools(namespace: str, name: str) -> dict[str, Any]:
+def read_pools(
+    namespace: str, name: str, kubeconfig: str | None = None, context: str | None = None
+) -> dict[str, Any]:
     """The pools as the chart wrote them: {name: {description, nodeSelector, ...}}."""
-    return asyncio.run(_read(namespace, name))
+    return asyncio.run(_read(namespace, name, kubeconfig, context))
 
 
 def _gpus(pool: dict[str, Any]) -> str:

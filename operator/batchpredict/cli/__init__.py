@@ -1,1 +1,0 @@
-"""`batchpredict`: the command line for users (local checks before `kubectl apply`)."""
