@@ -92,6 +92,7 @@ Optional keys are left out when unset so the operator's defaults apply.
   "workerServiceAccount" .Values.worker.serviceAccountName
   "workerClusterRole" (include "batchpredict.workerClusterRole" .)
   "nodePools" .Values.nodePools
+  "kueue" .Values.kueue.enabled
   "statusIntervalSeconds" .Values.statusIntervalSeconds
   "failedItemsLimit" .Values.failedItemsLimit
   "metricsPort" .Values.metrics.port

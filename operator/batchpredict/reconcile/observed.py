@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from batchpredict.api.v1alpha1.report import BatchPredictionShard
+from batchpredict.reconcile.kueue import WorkloadState
 from batchpredict.reconcile.naming import (
     ANNOTATION_FAILED_BEFORE,
     ANNOTATION_RETRY_REQUEST,
@@ -203,6 +204,15 @@ class Observed:
     finalize: StepOutcome | None = None  # of the latest finalize Job
     # (round, shard) -> the exit summary of the shard's pod that completed it.
     shard_results: Mapping[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    # The Workloads of the run's Kueue LocalQueue (every run's in that queue and namespace).
+    queue: tuple[WorkloadState, ...] = ()
+
+    def workload(self, job: JobState) -> WorkloadState | None:
+        """The Workload Kueue made for `job` (found by the Job's UID), or None yet."""
+        for workload in self.queue:
+            if job.uid and workload.job_uid == job.uid:
+                return workload
+        return None
 
     def job(self, role: Role, round_: int = 0) -> JobState | None:
         for job in self.jobs:
@@ -223,6 +233,7 @@ def observe_run(
     jobs: tuple[JobState, ...],
     reports: tuple[BatchPredictionShard, ...],
     pods: tuple[PodResult, ...],
+    queue: tuple[WorkloadState, ...] = (),
 ) -> Observed:
     """A run's children as its status computation sees them. `jobs` and `reports` are those
     its owner reference ties to the run; a pod counts only when one of those Jobs controls it."""
@@ -251,4 +262,5 @@ def observe_run(
         plan=steps.get(Role.PLAN),
         finalize=steps.get(Role.FINALIZE),
         shard_results=shard_results,
+        queue=queue,
     )

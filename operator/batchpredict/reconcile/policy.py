@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from enum import StrEnum
 
 from batchpredict.api.v1alpha1.execution import BackoffSpec
 from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
-from batchpredict.api.v1alpha1.status import Phase
+from batchpredict.api.v1alpha1.status import TERMINAL_PHASES, Phase
 
 
 def retry_delay(backoff: BackoffSpec, attempt: int, seed: str) -> float:
@@ -45,3 +46,29 @@ def admitted_runs(
         return {uid for _, uid in waiting}
     free = max(max_running - holding, 0)
     return {uid for _, uid in sorted(waiting)[:free]}
+
+
+class SlotClaim(StrEnum):
+    """A run's relation to the operator's `maxRunning` slots."""
+
+    HOLDING = "holding"  # it has started and may go on
+    WAITING = "waiting"  # it wants to run: not started yet, or resumed after a suspend
+    NONE = "none"  # finished or suspended: it needs no slot
+
+
+# Progressing reasons of a Queued run that holds its slot: it waits for Kueue's quota.
+HOLDING_QUEUED_REASONS = {"WaitingForKueue"}
+HOLDING_PHASES = {Phase.PENDING.value, Phase.RUNNING.value, Phase.RETRYING.value}
+
+
+def slot_claim(phase: str | None, suspend: bool, progressing_reason: str | None) -> SlotClaim:
+    """A suspended run gives its slot back, and takes its turn for one again when resumed, so
+    a resume never bypasses the cap. A queued run that the operator started keeps its slot
+    while it waits in Kueue's queue: Kueue's admission then never exceeds the cap either."""
+    if phase in {p.value for p in TERMINAL_PHASES} or suspend:
+        return SlotClaim.NONE
+    if phase in HOLDING_PHASES:
+        return SlotClaim.HOLDING
+    if phase == Phase.QUEUED.value and progressing_reason in HOLDING_QUEUED_REASONS:
+        return SlotClaim.HOLDING
+    return SlotClaim.WAITING
