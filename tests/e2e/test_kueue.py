@@ -235,7 +235,7 @@ def test_suspend_stops_a_queued_runs_pods_and_its_resume_waits_for_the_cap(
     assert cluster.get("job", r0, namespace)["spec"]["suspend"] is True
 
     # The slot first gave back: a second run takes it (no queue: the cap alone decides).
-    second_data = write_items(tmp_path / "second.jsonl", [float(n) for n in range(2000)])
+    second_data = write_items(tmp_path / "second.jsonl", [float(n) for n in range(3000)])
     second_out = tmp_path / "second"
     cluster.apply(
         batch_prediction("second", triton_server, second_data, second_out, **SLOW_SMALL_CHUNKS),
@@ -276,7 +276,7 @@ def test_suspend_stops_a_queued_runs_pods_and_its_resume_waits_for_the_cap(
     ]
     assert restarted, "the first run's shards ran again after the resume"
     assert min(restarted) >= ended, (min(restarted), ended)
-    assert_run_truth(cluster, "second", namespace, second_out, 300)
+    assert_run_truth(cluster, "second", namespace, second_out, 3000)
     assert_run_truth(cluster, "first", namespace, first_out, 600)
 
 
