@@ -2,12 +2,17 @@
 
 `hack/kueue/build.sh` builds `sigs.k8s.io/kueue/cmd/kueue` from the Go module proxy (cached by
 version) and keeps the module's CRDs and webhook manifests beside the binary. `start_kueue`
-installs those CRDs, runs the manager with the admin kubeconfig, and registers its webhooks at
-the manager's loopback port: the API server calls them by URL, over TLS with the cluster's own
-serving certificate (tests/harness/pki.py, valid for 127.0.0.1), so Kueue's internal
-certificate management (made for an in-cluster Service) is off. Only the webhooks of what this
-manager serves are registered (batch/v1 Jobs and Kueue's own kinds): a registration for a kind
-it does not serve would refuse every object of that kind.
+runs the manager with the admin kubeconfig, set up as Kueue's own manifests set it up, except
+that the API server reaches its webhooks by URL at the manager's loopback port instead of
+through an in-cluster Service:
+- its admission webhooks (only those of what it serves: batch/v1 Jobs and Kueue's kinds; a
+  registration for a kind it does not serve would refuse every object of that kind) and the
+  conversion webhooks of its CRDs that serve two versions (as its kustomize patches add them);
+- its internal certificate management (the manager's default) on, over a certificate the
+  harness issues for both the Service's DNS name and 127.0.0.1 and puts where Kueue's
+  Deployment would have it (the Secret `kueue-webhook-server-cert` and the cert dir): Kueue
+  checks and keeps it, and injects its CA into those webhooks. With Kueue's certificate
+  management off, the manager insists on a metrics certificate at a fixed path in /etc.
 
     kueue = start_kueue(cluster)      # CRDs, webhooks, manager ready
     kueue.stop()                      # webhooks unregistered first, then the process ends
@@ -18,7 +23,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -30,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from tests.harness import procs
-from tests.harness.pki import Pki
+from tests.harness.pki import generate_webhook_pki
 from tests.harness.procs import ClusterError
-from tests.harness.served import install_crds
+from tests.harness.served import crd_resources, read_manifests, wait_until_served
 
 if TYPE_CHECKING:
     from tests.harness.fixtures import Cluster
@@ -40,7 +44,15 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "hack" / "kueue" / "build.sh"
 NAMESPACE = "kueue-system"
-WEBHOOK_CONFIGS = ("kueue-mutating-webhooks", "kueue-validating-webhooks")
+SERVICE = "kueue-webhook-service"  # Kueue's defaults: the names its cert rotator checks
+SECRET_NAME = "kueue-webhook-server-cert"  # noqa: S105 (a Secret's name)
+WEBHOOK_CONFIGS = {
+    "MutatingWebhookConfiguration": "kueue-mutating-webhook-configuration",
+    "ValidatingWebhookConfiguration": "kueue-validating-webhook-configuration",
+}
+# The CRDs whose conversion webhook Kueue's rotator injects (pkg/util/cert/cert.go).
+CONVERTED = ("localqueues", "clusterqueues", "workloads", "cohorts", "multikueueclusters")
+STORAGE_VERSION = "v1beta2"
 # Paths of the webhooks this manager serves with frameworks: [batch/job].
 SERVED_WEBHOOKS = ("-batch-v1-job", "-kueue-x-k8s-io-")
 START_TIMEOUT = 90.0
@@ -69,7 +81,7 @@ def build_kueue() -> Path:
 
 def manager_config(*, webhook_port: int, health_port: int, cert_dir: Path) -> dict[str, Any]:
     """Kueue's Configuration for a host process: loopback ports, no leader election, no
-    metrics endpoint, the harness's certificate, Jobs with a queue-name label only."""
+    metrics endpoint, Jobs with a queue-name label only."""
     return {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
@@ -78,7 +90,11 @@ def manager_config(*, webhook_port: int, health_port: int, cert_dir: Path) -> di
         "metrics": {"bindAddress": "0"},
         "webhook": {"host": "127.0.0.1", "port": webhook_port, "certDir": str(cert_dir)},
         "leaderElection": {"leaderElect": False},
-        "internalCertManagement": {"enable": False},
+        "internalCertManagement": {
+            "enable": True,
+            "webhookServiceName": SERVICE,
+            "webhookSecretName": SECRET_NAME,
+        },
         "manageJobsWithoutQueueName": False,
         "integrations": {"frameworks": ["batch/job"]},
     }
@@ -88,30 +104,47 @@ def webhook_configurations(manifests: str, *, port: int, ca_bundle: bytes) -> li
     """Kueue's webhook configurations, pointed at https://127.0.0.1:<port> instead of its
     in-cluster Service, keeping only the webhooks this manager serves."""
     configs = []
-    names = dict(zip(("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"),
-                     WEBHOOK_CONFIGS, strict=True))  # fmt: skip
     for doc in yaml.safe_load_all(manifests):
-        if not doc or doc.get("kind") not in names:
+        if not doc or doc.get("kind") not in WEBHOOK_CONFIGS:
             continue
         hooks = []
         for hook in doc.get("webhooks", []):
             path = hook["clientConfig"]["service"]["path"]
             if not any(part in path for part in SERVED_WEBHOOKS):
                 continue
-            hook["clientConfig"] = {
-                "url": f"https://127.0.0.1:{port}{path}",
-                "caBundle": base64.b64encode(ca_bundle).decode(),
-            }
+            hook["clientConfig"] = _url_client(port, path, ca_bundle)
             hooks.append(hook)
         configs.append(
             {
                 "apiVersion": doc["apiVersion"],
                 "kind": doc["kind"],
-                "metadata": {"name": names[doc["kind"]]},
+                "metadata": {"name": WEBHOOK_CONFIGS[doc["kind"]]},
                 "webhooks": hooks,
             }
         )
     return configs
+
+
+def crds_with_conversion(crd_dir: Path, *, port: int, ca_bundle: bytes) -> list[dict[str, Any]]:
+    """Kueue's CRDs; those that serve two versions convert through the manager's /convert."""
+    crds = read_manifests(crd_dir)
+    for crd in crds:
+        if crd["spec"]["names"]["plural"] in CONVERTED:
+            crd["spec"]["conversion"] = {
+                "strategy": "Webhook",
+                "webhook": {
+                    "clientConfig": _url_client(port, "/convert", ca_bundle),
+                    "conversionReviewVersions": ["v1"],
+                },
+            }
+    return crds
+
+
+def _url_client(port: int, path: str, ca_bundle: bytes) -> dict[str, str]:
+    return {
+        "url": f"https://127.0.0.1:{port}{path}",
+        "caBundle": base64.b64encode(ca_bundle).decode(),
+    }
 
 
 @dataclass
@@ -124,32 +157,67 @@ class KueueProcess:
         return procs.log_tail(self.state_dir, "kueue", lines)
 
     def stop(self) -> None:
-        """Unregister the webhooks first: with them left behind and no manager, the API
-        server would refuse every Job (their failurePolicy is Fail)."""
-        for name in WEBHOOK_CONFIGS:
-            kind = "mutatingwebhookconfiguration" if "mutating" in name else (
-                "validatingwebhookconfiguration")  # fmt: skip
-            self.cluster.kubectl("delete", kind, name, "--ignore-not-found", check=False)
+        """Unregister the webhooks first: left behind without a manager, they would refuse
+        every Job (failurePolicy Fail) and every read of a converted kind's other version."""
+        for kind, name in WEBHOOK_CONFIGS.items():
+            self.cluster.kubectl("delete", kind.lower(), name, "--ignore-not-found", check=False)
+        for plural in CONVERTED:
+            self.cluster.kubectl(
+                "patch", "crd", f"{plural}.kueue.x-k8s.io", "--type=merge",
+                "-p", '{"spec": {"conversion": {"strategy": "None", "webhook": null}}}',
+                check=False,
+            )  # fmt: skip
         procs.stop([self.process.pid], grace=5.0)
 
 
 def start_kueue(cluster: Cluster) -> KueueProcess:
-    """Build (cached), install the CRDs, start the manager, register its webhooks; returns
-    once its readiness endpoint answers and it admits a Workload create (webhooks served)."""
+    """Build (cached), install the CRDs and webhooks, start the manager; returns once it is
+    ready and a Kueue object passes its webhooks and conversion."""
     if cluster.state_dir is None:
         raise ClusterError("Kueue runs as a host process beside the local control plane only")
     if KUEUE_BUILD_FAILURE:
         raise ClusterError(KUEUE_BUILD_FAILURE[0])
     home = build_kueue()
     state_dir = cluster.state_dir
-    install_crds(cluster.kubectl, home / "crds")
-    cluster.kubectl("create", "namespace", NAMESPACE, check=False)
-    pki = Pki(state_dir / "pki")
-    cert_dir = state_dir / "kueue-certs"
-    cert_dir.mkdir(exist_ok=True)
-    shutil.copyfile(pki.serving_cert, cert_dir / "tls.crt")
-    shutil.copyfile(pki.serving_key, cert_dir / "tls.key")
     webhook_port, health_port = procs.free_port(), procs.free_port()
+    cert_dir = state_dir / "kueue-certs"
+    generate_webhook_pki(cert_dir, ca_name="kueue-ca", dns_name=f"{SERVICE}.{NAMESPACE}.svc")
+    ca = (cert_dir / "ca.crt").read_bytes()
+
+    crds = crds_with_conversion(home / "crds", port=webhook_port, ca_bundle=ca)
+    crd_dir = state_dir / "kueue-crds"
+    crd_dir.mkdir(exist_ok=True)
+    for crd in crds:
+        (crd_dir / f"{crd['metadata']['name']}.yaml").write_text(yaml.safe_dump(crd))
+    install = cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(crd_dir), timeout=120
+    )
+    if install.returncode != 0:
+        raise ClusterError(f"installing Kueue's CRDs failed: {install.stderr.strip()}")
+    # The other versions of the converted kinds are served once the manager converts them.
+    resources = crd_resources(crds)
+    wait_until_served(
+        cluster.kubectl,
+        [r for r in resources if r.version == STORAGE_VERSION or r.plural not in CONVERTED],
+    )
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": SECRET_NAME, "namespace": NAMESPACE},
+        "type": "kubernetes.io/tls",
+        "data": {
+            name: base64.b64encode((cert_dir / name).read_bytes()).decode()
+            for name in ("ca.crt", "ca.key", "tls.crt", "tls.key")
+        },
+    }
+    cluster.apply(secret)
+    hooks = webhook_configurations(
+        (home / "webhook.yaml").read_text(), port=webhook_port, ca_bundle=ca
+    )
+    for hook in hooks:
+        cluster.apply(hook)
+
     config_path = state_dir / "kueue-config.yaml"
     config = manager_config(webhook_port=webhook_port, health_port=health_port, cert_dir=cert_dir)
     config_path.write_text(yaml.safe_dump(config))
@@ -167,14 +235,8 @@ def start_kueue(cluster: Cluster) -> KueueProcess:
     kueue = KueueProcess(cluster, state_dir, process)
     try:
         _wait_ready(kueue, health_port)
-        hooks = webhook_configurations(
-            (home / "webhook.yaml").read_text(),
-            port=webhook_port,
-            ca_bundle=pki.ca_cert.read_bytes(),
-        )
-        for hook in hooks:
-            cluster.apply(hook)
         _wait_webhooks(kueue)
+        wait_until_served(cluster.kubectl, resources)
     except BaseException:
         kueue.stop()
         raise
