@@ -226,9 +226,14 @@ def test_suspend_stops_a_queued_runs_pods_and_its_resume_waits_for_the_cap(
     cluster.wait_for(
         lambda: not running_pods(cluster, namespace, "first-"), "first's pods to stop", timeout=60
     )
-    suspended = wait_until(
-        cluster, "first", namespace, lambda s: s.get("phase") == "Suspended", "first Suspended"
-    )
+    suspended = wait_for_phase(
+        cluster,
+        name="first",
+        namespace=namespace,
+        phases={"Suspended"},
+        timeout=60,
+        operator=kueue_operator,
+    )["status"]
     assert "Workload is deactivated" in suspended["message"]
     parked = workload_of(cluster, namespace, r0)
     assert parked is not None and parked["spec"]["active"] is False

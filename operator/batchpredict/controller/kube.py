@@ -103,8 +103,15 @@ async def patch_workload(
     """A merge patch of a Kueue Workload (spec.active); one already gone is fine."""
     custom = client.CustomObjectsApi(api)
     try:
+        # A dict body would otherwise be sent as a JSON patch, the first type the API lists.
         await custom.patch_namespaced_custom_object(
-            KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOAD_PLURAL, name, patch
+            KUEUE_GROUP,
+            KUEUE_VERSION,
+            namespace,
+            WORKLOAD_PLURAL,
+            name,
+            patch,
+            _content_type="application/merge-patch+json",
         )
     except ApiException as error:
         if error.status != NOT_FOUND:
