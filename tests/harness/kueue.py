@@ -24,6 +24,7 @@ import base64
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -178,6 +179,7 @@ def start_kueue(cluster: Cluster) -> KueueProcess:
     if KUEUE_BUILD_FAILURE:
         raise ClusterError(KUEUE_BUILD_FAILURE[0])
     home = build_kueue()
+    started = time.monotonic()
     state_dir = cluster.state_dir
     webhook_port, health_port = procs.free_port(), procs.free_port()
     cert_dir = state_dir / "kueue-certs"
@@ -240,6 +242,7 @@ def start_kueue(cluster: Cluster) -> KueueProcess:
     except BaseException:
         kueue.stop()
         raise
+    print(f"kueue: up in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
     return kueue
 
 
