@@ -37,7 +37,7 @@ import yaml
 from tests.harness import procs
 from tests.harness.pki import generate_webhook_pki
 from tests.harness.procs import ClusterError
-from tests.harness.served import crd_resources, read_manifests, wait_until_served
+from tests.harness.served import read_manifests
 
 if TYPE_CHECKING:
     from tests.harness.fixtures import Cluster
@@ -53,7 +53,6 @@ WEBHOOK_CONFIGS = {
 }
 # The CRDs whose conversion webhook Kueue's rotator injects (pkg/util/cert/cert.go).
 CONVERTED = ("localqueues", "clusterqueues", "workloads", "cohorts", "multikueueclusters")
-STORAGE_VERSION = "v1beta2"
 # Paths of the webhooks this manager serves with frameworks: [batch/job].
 SERVED_WEBHOOKS = ("-batch-v1-job", "-kueue-x-k8s-io-")
 START_TIMEOUT = 90.0
@@ -173,7 +172,7 @@ class KueueProcess:
 
 def start_kueue(cluster: Cluster) -> KueueProcess:
     """Build (cached), install the CRDs and webhooks, start the manager; returns once it is
-    ready and a Kueue object passes its webhooks and conversion."""
+    ready and a Kueue object passes its webhooks."""
     if cluster.state_dir is None:
         raise ClusterError("Kueue runs as a host process beside the local control plane only")
     if KUEUE_BUILD_FAILURE:
@@ -196,12 +195,8 @@ def start_kueue(cluster: Cluster) -> KueueProcess:
     )
     if install.returncode != 0:
         raise ClusterError(f"installing Kueue's CRDs failed: {install.stderr.strip()}")
-    # The other versions of the converted kinds are served once the manager converts them.
-    resources = crd_resources(crds)
-    wait_until_served(
-        cluster.kubectl,
-        [r for r in resources if r.version == STORAGE_VERSION or r.plural not in CONVERTED],
-    )
+    names = [f"crd/{crd['metadata']['name']}" for crd in crds]
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names, timeout=90)
     cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
     secret = {
         "apiVersion": "v1",
@@ -238,7 +233,6 @@ def start_kueue(cluster: Cluster) -> KueueProcess:
     try:
         _wait_ready(kueue, health_port)
         _wait_webhooks(kueue)
-        wait_until_served(cluster.kubectl, resources)
     except BaseException:
         kueue.stop()
         raise
