@@ -103,15 +103,11 @@ async def patch_workload(
     """A merge patch of a Kueue Workload (spec.active); one already gone is fine."""
     custom = client.CustomObjectsApi(api)
     try:
-        # A dict body would otherwise be sent as a JSON patch, the first type the API lists.
+        # A dict body would otherwise be sent as a JSON patch, the first type the API lists
+        # (`_content_type` is a keyword the generated client reads but does not declare).
+        options: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
         await custom.patch_namespaced_custom_object(
-            KUEUE_GROUP,
-            KUEUE_VERSION,
-            namespace,
-            WORKLOAD_PLURAL,
-            name,
-            patch,
-            _content_type="application/merge-patch+json",
+            KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOAD_PLURAL, name, patch, **options
         )
     except ApiException as error:
         if error.status != NOT_FOUND:
