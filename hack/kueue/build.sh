@@ -37,6 +37,7 @@ log="$DEST/build.log"
 trap 'rm -rf "$tmp"' EXIT
 echo "building Kueue $KUEUE_VERSION into $DEST (cold: a few minutes on 2 cores; log: $log)" >&2
 start=$SECONDS
+cd "$tmp"  # outside any module: `go install m@v` and `go mod download m@v` need no go.mod
 if ! GOBIN="$tmp" "$GO" install -trimpath -ldflags "$ldflags" \
     "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION" >"$log" 2>&1; then
     tail -20 "$log" >&2
