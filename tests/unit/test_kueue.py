@@ -247,6 +247,7 @@ def test_cancelling_a_queued_run_deactivates_its_workload() -> None:
         ("Queued", False, "WaitingForKueue", SlotClaim.HOLDING),
         # Suspended: the slot is given back; resumed: it takes its turn again.
         ("Running", True, "Running", SlotClaim.NONE),
+        ("Pending", True, "Planning", SlotClaim.HOLDING),  # its plan pod runs to its end
         ("Suspended", True, "Suspended", SlotClaim.NONE),
         ("Suspended", False, "Suspended", SlotClaim.WAITING),
         ("Succeeded", False, "Succeeded", SlotClaim.NONE),

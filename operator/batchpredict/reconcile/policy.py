@@ -65,7 +65,11 @@ def slot_claim(phase: str | None, suspend: bool, progressing_reason: str | None)
     """A suspended run gives its slot back, and takes its turn for one again when resumed, so
     a resume never bypasses the cap. A queued run that the operator started keeps its slot
     while it waits in Kueue's queue: Kueue's admission then never exceeds the cap either."""
-    if phase in {p.value for p in TERMINAL_PHASES} or suspend:
+    if phase in {p.value for p in TERMINAL_PHASES}:
+        return SlotClaim.NONE
+    if phase == Phase.PENDING.value:  # the plan step runs to its end even when suspended
+        return SlotClaim.HOLDING
+    if suspend:
         return SlotClaim.NONE
     if phase in HOLDING_PHASES:
         return SlotClaim.HOLDING
