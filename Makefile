@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-unit lint crds lock clean cluster-build cluster-up cluster-down
+.PHONY: help venv test test-unit lint crds lock clean cluster-build kueue-build cluster-up cluster-down
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ bench-gpu: $(STAMP)  ## ResNet-50 through Triton on a GPU: items/s, GPU use, que
 
 cluster-build:  ## build etcd and Kubernetes from the Go module proxy (cached outside the repo)
 	@bash hack/k8s/build.sh
+
+kueue-build:  ## build Kueue's controller from the Go module proxy (cached outside the repo)
+	@bash hack/kueue/build.sh
 
 cluster-up: $(STAMP)  ## start the local control plane + test node agent; prints export KUBECONFIG=...
 	@$(BIN)/python -m tests.harness.cluster up

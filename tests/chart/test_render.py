@@ -66,6 +66,8 @@ OPERATOR_NEEDS = (
         ("rbac.authorization.k8s.io", "clusterroles", "bind"),
     }
 )
+# With kueue.enabled: Kueue's Workloads, indexed and patched (spec.active).
+KUEUE_NEEDS = {("kueue.x-k8s.io", "workloads", v) for v in ("list", "watch", "patch")}
 CLUSTER_READS = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
@@ -217,6 +219,7 @@ def test_full_values_config_reaches_the_operator(helm: Helm) -> None:
     assert config.worker_cluster_role == "bp-full-runner"
     assert config.default_triton_url == "triton.inference.svc:8001"
     assert config.max_running == 4
+    assert config.kueue is True
     assert config.status_interval_seconds == 5
     assert config.failed_items_limit == 50
     assert config.metrics_port == 9080
@@ -264,6 +267,11 @@ def test_rbac_is_least_privilege_without_wildcards(helm: Helm) -> None:
     # The operator can bind the worker role, and no other (it cannot escalate through bindings).
     assert bind["resourceNames"] == [operator_config(objects).worker_cluster_role]
     assert rules_of(one(objects, "ClusterRole", "batchpredict-operator-cluster")) == CLUSTER_READS
+    with_kueue = helm.render(sets={"kueue.enabled": "true"})
+    assert rules_of(one(with_kueue, "ClusterRole", "batchpredict-operator")) == (
+        OPERATOR_NEEDS | KUEUE_NEEDS
+    )
+    assert operator_config(with_kueue).kueue is True
     sa = one(objects, "ServiceAccount")["metadata"]["name"]
     for binding in by_kind(objects, "ClusterRoleBinding"):
         assert binding["subjects"] == [

@@ -12,7 +12,6 @@ from tests.e2e.conftest import (
     OperatorProcess,
     assert_run_truth,
     batch_prediction,
-    child_job,
     pods_of,
     start_slow_run,
     wait_for_phase,
@@ -250,42 +249,3 @@ def test_the_cap_queues_the_third_run_until_one_finishes(
         assert_run_truth(cluster, "third", namespace, tmp_path / "third", 100)
     finally:
         operator_process.reconfigure()
-
-
-def test_a_kueue_queued_run_waits_suspended_until_admitted(
-    operator_process: OperatorProcess,
-    triton_server: TritonHandle,
-    cluster: Cluster,
-    namespace: str,
-    tmp_path: Path,
-) -> None:
-    dataset = write_items(tmp_path / "items.jsonl", [float(n) for n in range(100)])
-    output = tmp_path / "out"
-    cluster.apply(
-        batch_prediction("queued", triton_server, dataset, output, queueName="gpu-queue"), namespace
-    )
-    queued = wait_until(
-        cluster, "queued", namespace, lambda s: s.get("phase") == "Queued", "Queued"
-    )
-    assert "gpu-queue" in queued["message"]
-    job = cluster.get("job", child_job(cluster, "queued", namespace, "r0"), namespace)
-    assert job["spec"]["suspend"] is True
-    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
-    time.sleep(3)
-    assert not [p for p in pods_of(cluster, namespace) if "-r0-" in p["metadata"]["name"]]
-    # What Kueue does when it admits the workload:
-    cluster.kubectl(
-        "patch",
-        "job",
-        job["metadata"]["name"],
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"suspend": false}}',
-    )
-    status = wait_for_phase(
-        cluster, name="queued", namespace=namespace, phases=TERMINAL, operator=operator_process
-    )["status"]
-    assert status["phase"] == "Succeeded"
-    assert_run_truth(cluster, "queued", namespace, output, 100)

@@ -35,6 +35,7 @@ import pytest
 
 from tests.harness import procs
 from tests.harness.cluster import REPO, LocalCluster, build_binaries, cache_bin_dir
+from tests.harness.kueue import KUEUE_BUILD_FAILURE, build_kueue, kueue_built
 from tests.harness.procs import ClusterError
 from tests.harness.served import kubectl_retrying
 
@@ -211,7 +212,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if not any(item.get_closest_marker("cluster") for item in session.items):
         return
-    if all((cache_bin_dir() / b).exists() for b in ("etcd", "kube-apiserver", "kubectl")):
+    need_kueue = any("kueue" in getattr(item, "fixturenames", ()) for item in session.items)
+    need_kueue = need_kueue and not kueue_built()
+    if not need_kueue and all(
+        (cache_bin_dir() / b).exists() for b in ("etcd", "kube-apiserver", "kubectl")
+    ):
         return
     capture = session.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
@@ -219,3 +224,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             build_binaries()
         except ClusterError as err:
             _build_failure.append(str(err))
+        if need_kueue:
+            try:
+                build_kueue()
+            except ClusterError as err:  # only the Kueue tests fail with it
+                KUEUE_BUILD_FAILURE.append(str(err))

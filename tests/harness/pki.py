@@ -94,9 +94,9 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
 def _issue(
     subject: x509.Name,
     *,
-    key: ec.EllipticCurvePrivateKey,
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
     ca_name: x509.Name,
-    ca_key: ec.EllipticCurvePrivateKey,
+    ca_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
     usage: x509.ObjectIdentifier,
     sans: list[x509.GeneralName] | None = None,
 ) -> x509.Certificate:
@@ -204,3 +204,52 @@ def generate_pki(directory: Path) -> Pki:
     )
     pki.token_file.chmod(0o600)
     return pki
+
+
+def generate_webhook_pki(directory: Path, *, ca_name: str, dns_name: str) -> None:
+    """A CA and a serving certificate for an admission or conversion webhook that the API
+    server calls at https://127.0.0.1:<port>, in the layout of a kubernetes.io/tls Secret with
+    its CA (`ca.crt`, `ca.key`, `tls.crt`, `tls.key`). The CA also names itself `ca_name` and
+    the certificate also names `dns_name` (its in-cluster Service), so that a controller that
+    checks them by those names (open-policy-agent's cert-controller) keeps them. RSA keys in
+    PKCS#1, the form that controller parses."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = _name(ca_name, ca_name.split("-", maxsplit=1)[0])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(ca_name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_rsa_key(directory / "ca.key", ca_key)
+    (directory / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = _issue(
+        _name(dns_name),
+        key=key,
+        ca_name=subject,
+        ca_key=ca_key,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        sans=[x509.DNSName(dns_name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    _write_rsa_key(directory / "tls.key", key)
+    (directory / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _write_rsa_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)

@@ -93,6 +93,7 @@ Optional keys are left out when unset so the operator's defaults apply.
   "workerClusterRole" (include "batchpredict.workerClusterRole" .)
   "nodePools" .Values.nodePools
   "nodePoolsConfigMap" (printf "%s/%s" .Release.Namespace (include "batchpredict.suffixed" (dict "ctx" . "suffix" "node-pools")))
+  "kueue" .Values.kueue.enabled
   "statusIntervalSeconds" .Values.statusIntervalSeconds
   "failedItemsLimit" .Values.failedItemsLimit
   "metricsPort" .Values.metrics.port

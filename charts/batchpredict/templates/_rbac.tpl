@@ -43,6 +43,13 @@ namespaced (Role per watched namespace) modes. No wildcards: every verb is one t
   resources: ["clusterroles"]
   verbs: ["bind"]
   resourceNames: [{{ include "batchpredict.workerClusterRole" . | quote }}]
+{{- if .Values.kueue.enabled }}
+# Kueue's Workloads (kueue.enabled): watched for a queued run's queue position, and patched
+# (spec.active) to suspend or resume a queued run, since Kueue owns its Job's suspend.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
 {{- end }}
 
 {{/* Framework: what kopf needs in the watched namespaces. */}}

@@ -118,6 +118,11 @@ class OperatorConfig(_Config):
     max_running: int | None = Field(
         default=None, ge=1, description="Cap on concurrently running BatchPredictions."
     )
+    kueue: bool = Field(
+        default=False,
+        description="Kueue runs in the cluster: watch its Workloads (kueue.x-k8s.io) to suspend "
+        "and resume queued runs through them and to show their queue position.",
+    )
     status_interval_seconds: float = Field(
         default=2.0,
         gt=0,

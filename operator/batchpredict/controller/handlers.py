@@ -39,6 +39,12 @@ from batchpredict.incluster import (
 from batchpredict.reconcile.conditions import set_condition
 from batchpredict.reconcile.decision import Decision
 from batchpredict.reconcile.evaluation import refuse_revalidation
+from batchpredict.reconcile.kueue import (
+    KUEUE_GROUP,
+    KUEUE_VERSION,
+    WORKLOAD_PLURAL,
+    WorkloadState,
+)
 from batchpredict.reconcile.naming import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_RUN, MANAGED_BY
 from batchpredict.reconcile.observed import (
     JobState,
@@ -50,15 +56,14 @@ from batchpredict.reconcile.observed import (
 )
 from batchpredict.reconcile.patching import merge_patch
 from batchpredict.reconcile.pods import WORKER_CONTAINER
-from batchpredict.reconcile.policy import admitted_runs
+from batchpredict.reconcile.policy import SlotClaim, admitted_runs, slot_claim
 from batchpredict.reconcile.run import reconcile_run
 from batchpredict.reconcile.tenancy import policy_violations
 
 RunKey = tuple[str, str]  # (namespace, BatchPrediction uid)
 MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
 INDEXES = ("jobs_by_run", "pods_by_run", "reports_by_run")
-# Phases that hold one of the operator's `maxRunning` slots.
-HOLDING = {Phase.PENDING.value, Phase.RUNNING.value, Phase.RETRYING.value}
+QueueKey = tuple[str, str]  # (namespace, Kueue LocalQueue name)
 
 
 @kopf.on.login()
@@ -133,31 +138,56 @@ def reports_by_run(*, body: kopf.Body, namespace: str | None, meta: kopf.Meta, *
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def runs(*, body: kopf.Body, uid: str, meta: kopf.Meta, status: kopf.Status, **_: Any) -> Any:
-    """Every run's creation time and phase: the FIFO cap needs the whole fleet."""
-    started = status.get("startTime") is not None
-    return {None: (meta.get("creationTimestamp", ""), uid, status.get("phase"), started)}
+def runs(
+    *, body: kopf.Body, uid: str, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> Any:
+    """Every run's creation time and claim on a slot: the FIFO cap needs the whole fleet."""
+    progressing = [c for c in status.get("conditions") or [] if c.get("type") == "Progressing"]
+    reason = progressing[0].get("reason") if progressing else None
+    claim = slot_claim(status.get("phase"), bool(spec.get("suspend")), reason)
+    return {None: (meta.get("creationTimestamp", ""), uid, claim)}
 
 
-def observe(key: RunKey, indexes: dict[str, kopf.Index[RunKey, Any]]) -> Observed:
-    """The run's children from the indexes."""
+def workloads_by_queue(*, body: kopf.Body, namespace: str | None, **_: Any) -> Any:
+    """Kueue's Workloads by LocalQueue: a queued run's own (found by its Job's UID) and the
+    ones it waits behind. Registered only with `kueue: true` (the CRD must exist)."""
+    workload = WorkloadState.from_workload(body)
+    return {(namespace, workload.queue_name): workload} if workload.queue_name else {}
+
+
+if load_config().kueue:
+    kopf.index(KUEUE_GROUP, KUEUE_VERSION, WORKLOAD_PLURAL)(workloads_by_queue)
+
+
+def observe(
+    key: RunKey,
+    indexes: dict[str, kopf.Index[Any, Any]],
+    queue: QueueKey | None,
+) -> Observed:
+    """The run's children from the indexes, and its Kueue LocalQueue's Workloads."""
+    workloads = indexes.get("workloads_by_queue")
     return observe_run(
         datetime.now(UTC),
         jobs=tuple(indexes["jobs_by_run"].get(key, [])),
         reports=tuple(indexes["reports_by_run"].get(key, [])),
         pods=tuple(indexes["pods_by_run"].get(key, [])),
+        queue=tuple(workloads.get(queue, [])) if workloads is not None and queue else (),
     )
 
 
-def is_admitted(uid: str, fleet: list[tuple[str, str, str | None, bool]], memo: kopf.Memo) -> bool:
-    """Whether the cap (maxRunning) lets this run start; FIFO by creation time."""
+def is_admitted(uid: str, fleet: list[tuple[str, str, SlotClaim]], memo: kopf.Memo) -> bool:
+    """Whether the cap (maxRunning) lets this run run now; FIFO by creation time."""
     config: OperatorConfig = memo.config
     if config.max_running is None:
         return True
-    started = {u for _, u, phase, began in fleet if began or phase not in {None, "Queued"}}
-    memo.admitted -= started  # the index caught up with these
-    holding = {u for _, u, phase, _ in fleet if phase in HOLDING} | memo.admitted
-    waiting = [(created, u) for created, u, _, _ in fleet if u not in started | holding]
+    # Admitted by this process and not yet seen holding in the index: they count as holding.
+    # Once the index shows them holding, or needing no slot (suspended, finished), they go.
+    memo.admitted -= {u for _, u, claim in fleet if claim is not SlotClaim.WAITING}
+    holding = {u for _, u, claim in fleet if claim is SlotClaim.HOLDING} | memo.admitted
+    waiting = [
+        (created, u) for created, u, claim in fleet
+        if claim is SlotClaim.WAITING and u not in holding
+    ]  # fmt: skip
     if uid in holding:
         return True
     allowed = admitted_runs(waiting, len(holding), config.max_running)
@@ -189,7 +219,10 @@ async def reconcile(
         _reject(body, old_status, "InvalidSpec", str(error), patch)
         return
     indexes = {name: kwargs[name] for name in INDEXES}  # kopf passes indexes by name
-    observed = observe((namespace or "", uid), indexes)
+    if "workloads_by_queue" in kwargs:
+        indexes["workloads_by_queue"] = kwargs["workloads_by_queue"]
+    queue = (namespace or "", bp.spec.queue_name) if bp.spec.queue_name else None
+    observed = observe((namespace or "", uid), indexes, queue)
     admitted = is_admitted(uid, list(kwargs["runs"].get(None, [])), memo)
     decision = reconcile_run(bp, observed, memo.config, admitted=admitted)
     # Checked whenever the run would create a Job (plan, each round, finalize, a manual retry),
@@ -253,6 +286,9 @@ async def _perform(bp: BatchPrediction, decision: Decision, memo: kopf.Memo, log
     for job_name, job_patch in decision.patch_jobs:
         await kube.patch_job(memo.api, namespace, job_name, job_patch)
         log.info("patched Job %s: %s", job_name, job_patch)
+    for workload, workload_patch in decision.patch_workloads:
+        await kube.patch_workload(memo.api, namespace, workload, workload_patch)
+        log.info("patched Workload %s: %s", workload, workload_patch)
     for report in decision.delete_reports:
         await kube.delete_report(memo.api, namespace, report)
     if decision.delete_self:

@@ -10,6 +10,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from batchpredict.api.v1alpha1 import GROUP, PLURAL, VERSION
 from batchpredict.api.v1alpha1.report import REPORT_PLURAL
+from batchpredict.reconcile.kueue import KUEUE_GROUP, KUEUE_VERSION, WORKLOAD_PLURAL
 
 CONFLICT = 409
 NOT_FOUND = 404
@@ -91,6 +92,23 @@ async def patch_job(
     batch = client.BatchV1Api(api)
     try:
         await batch.patch_namespaced_job(name, namespace, patch)
+    except ApiException as error:
+        if error.status != NOT_FOUND:
+            raise
+
+
+async def patch_workload(
+    api: client.ApiClient, namespace: str, name: str, patch: dict[str, Any]
+) -> None:
+    """A merge patch of a Kueue Workload (spec.active); one already gone is fine."""
+    custom = client.CustomObjectsApi(api)
+    try:
+        # A dict body would otherwise be sent as a JSON patch, the first type the API lists
+        # (`_content_type` is a keyword the generated client reads but does not declare).
+        options: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
+        await custom.patch_namespaced_custom_object(
+            KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOAD_PLURAL, name, patch, **options
+        )
     except ApiException as error:
         if error.status != NOT_FOUND:
             raise

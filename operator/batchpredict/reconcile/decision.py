@@ -22,6 +22,8 @@ class Decision:
     create: list[dict[str, Any]] = field(default_factory=list)
     # (Job name, merge patch of its spec): suspend and parallelism follow the BatchPrediction.
     patch_jobs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # (Workload name, merge patch): a queued run is suspended and resumed through Kueue.
+    patch_workloads: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     delete_self: bool = False  # ttlSecondsAfterFinished ran out
     # Progress reports of a finished run whose counts are in its stored status.
     delete_reports: list[str] = field(default_factory=list)

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from batchpredict.api.v1alpha1.report import BatchPredictionShard
+from batchpredict.reconcile.kueue import WorkloadState
 from batchpredict.reconcile.naming import (
     ANNOTATION_FAILED_BEFORE,
     ANNOTATION_KEPT_BEFORE,
@@ -211,11 +212,20 @@ class Observed:
     shard_results: Mapping[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     # evaluation key -> what the evaluate pod of that spec.evaluation said.
     evaluations: Mapping[str, StepOutcome] = field(default_factory=dict)
+    # The Workloads of the run's Kueue LocalQueue (every run's in that queue and namespace).
+    queue: tuple[WorkloadState, ...] = ()
 
     def evaluate_job(self, key: str) -> JobState | None:
         for job in self.jobs:
             if job.role is Role.EVALUATE and job.evaluation_key == key:
                 return job
+        return None
+
+    def workload(self, job: JobState) -> WorkloadState | None:
+        """The Workload Kueue made for `job` (found by the Job's UID), or None yet."""
+        for workload in self.queue:
+            if job.uid and workload.job_uid == job.uid:
+                return workload
         return None
 
     def job(self, role: Role, round_: int = 0) -> JobState | None:
@@ -237,6 +247,7 @@ def observe_run(
     jobs: tuple[JobState, ...],
     reports: tuple[BatchPredictionShard, ...],
     pods: tuple[PodResult, ...],
+    queue: tuple[WorkloadState, ...] = (),
 ) -> Observed:
     """A run's children as its status computation sees them. `jobs` and `reports` are those
     its owner reference ties to the run; a pod counts only when one of those Jobs controls it."""
@@ -271,6 +282,7 @@ def observe_run(
         finalize=steps.get(Role.FINALIZE),
         shard_results=shard_results,
         evaluations=evaluations,
+        queue=queue,
     )
 
 

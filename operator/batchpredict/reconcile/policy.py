@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from batchpredict.api.v1alpha1.execution import BackoffSpec
 from batchpredict.api.v1alpha1.spec import BatchPredictionSpec
-from batchpredict.api.v1alpha1.status import BatchPredictionStatus, Phase
+from batchpredict.api.v1alpha1.status import TERMINAL_PHASES, BatchPredictionStatus, Phase
 
 
 def retry_delay(backoff: BackoffSpec, attempt: int, seed: str) -> float:
@@ -57,3 +58,33 @@ def deadline_passed(
     limit = spec.active_deadline_seconds
     opened = status.retry_start_time or status.start_time
     return limit is not None and opened is not None and now > opened + timedelta(seconds=limit)
+
+
+class SlotClaim(StrEnum):
+    """A run's relation to the operator's `maxRunning` slots."""
+
+    HOLDING = "holding"  # it has started and may go on
+    WAITING = "waiting"  # it wants to run: not started yet, or resumed after a suspend
+    NONE = "none"  # finished or suspended: it needs no slot
+
+
+# Progressing reasons of a Queued run that holds its slot: it waits for Kueue's quota.
+HOLDING_QUEUED_REASONS = {"WaitingForKueue"}
+HOLDING_PHASES = {Phase.PENDING.value, Phase.RUNNING.value, Phase.RETRYING.value}
+
+
+def slot_claim(phase: str | None, suspend: bool, progressing_reason: str | None) -> SlotClaim:
+    """A suspended run gives its slot back, and takes its turn for one again when resumed, so
+    a resume never bypasses the cap. A queued run that the operator started keeps its slot
+    while it waits in Kueue's queue: Kueue's admission then never exceeds the cap either."""
+    if phase in {p.value for p in TERMINAL_PHASES}:
+        return SlotClaim.NONE
+    if phase == Phase.PENDING.value:  # the plan step runs to its end even when suspended
+        return SlotClaim.HOLDING
+    if suspend:
+        return SlotClaim.NONE
+    if phase in HOLDING_PHASES:
+        return SlotClaim.HOLDING
+    if phase == Phase.QUEUED.value and progressing_reason in HOLDING_QUEUED_REASONS:
+        return SlotClaim.HOLDING
+    return SlotClaim.WAITING

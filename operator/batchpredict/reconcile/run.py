@@ -24,6 +24,7 @@ from batchpredict.reconcile.conditions import set_condition
 from batchpredict.reconcile.decision import Decision, Event, output_locations, transition_events
 from batchpredict.reconcile.evaluation import evaluating, evaluation_failed, evaluation_status
 from batchpredict.reconcile.jobs import ManualRetry, Owner, build_step_job, build_worker_job
+from batchpredict.reconcile.kueue import waiting_message
 from batchpredict.reconcile.naming import (
     ANNOTATION_CANCEL,
     ANNOTATION_RETRY,
@@ -105,12 +106,30 @@ class _Run:
     def create(self, job: dict[str, Any]) -> None:
         self.decision.create.append(job)
 
+    @property
+    def may_run(self) -> bool:
+        """Whether the run's shard pods may run now: not suspended, and holding one of the
+        operator's `maxRunning` slots (a resumed run queues for one again)."""
+        return self.admitted and not self.spec.suspend
+
     def stop_jobs(self) -> None:
         """Suspend every unfinished plan and shard Job: the Job controller stops their pods,
-        outputs stay (a finalize step counts them)."""
+        outputs stay (a finalize step counts them). Kueue owns a queued Job's suspend: its
+        Workload is deactivated instead, and Kueue suspends the Job."""
         for job in self.observed.jobs:
-            if job.role is not Role.FINALIZE and not job.finished and not job.suspended:
+            if job.role is Role.FINALIZE or job.finished:
+                continue
+            if job.role is Role.SHARDS and self.spec.queue_name:
+                self.set_workload_active(job, active=False)
+            elif not job.suspended:
                 self.decision.patch_jobs.append((job.name, {"spec": {"suspend": True}}))
+
+    def set_workload_active(self, job: JobState, *, active: bool) -> None:
+        """Deactivate (Kueue evicts it and suspends the Job) or reactivate (back in its
+        queue) the Workload of a queued Job, once Kueue has made it."""
+        workload = self.observed.workload(job)
+        if workload is not None and not workload.finished and workload.active != active:
+            self.decision.patch_workloads.append((workload.name, {"spec": {"active": active}}))
 
     # -- the steps ------------------------------------------------------------------------
     def decide(self) -> Decision:
@@ -144,11 +163,7 @@ class _Run:
         if plan is None and self.spec.suspend:
             self.suspended()
         elif plan is None and not self.admitted:
-            self.queued(
-                "WaitingForSlot",
-                f"waiting for a slot: at most {self.config.max_running}"
-                " runs run at once (operator maxRunning)",
-            )
+            self.wait_for_slot()
         elif plan is None:
             self.create(build_step_job(self.owner, self.spec, self.config, Role.PLAN))
             self.pending()
@@ -306,8 +321,27 @@ class _Run:
         self.set(phase=Phase.QUEUED, message=message)
         self.condition(ConditionType.PROGRESSING, F, reason, message)
 
-    def suspended(self) -> None:
+    def wait_for_slot(self) -> None:
+        self.queued(
+            "WaitingForSlot",
+            f"waiting for a slot: at most {self.config.max_running}"
+            " runs run at once (operator maxRunning)",
+        )
+
+    def suspended(self, job: JobState | None = None) -> None:
         message = "spec.suspend is true; set it to false to resume"
+        if self.spec.queue_name and self.config.kueue:
+            message += (
+                f" (its Kueue Workload is deactivated; resumed, it waits in LocalQueue "
+                f"{self.spec.queue_name} again)"
+            )
+        elif self.spec.queue_name:
+            message += (
+                "; the operator cannot stop a queued run's pods without `kueue: true` in its "
+                "configuration (Kueue owns the Job's suspend)"
+            )
+        if job is not None and job.active:
+            message += f"; stopping {job.active} worker pod(s)"
         self.set(phase=Phase.SUSPENDED, message=message, eta=None, items_per_second=None)
         self.condition(ConditionType.PROGRESSING, F, "Suspended", message)
         self.condition(ConditionType.STALLED, F, "Suspended", message)
@@ -356,8 +390,16 @@ class _Run:
         # shows that Job, the run waits for it instead of judging the previous round again.
         current = max(rounds[-1] if rounds else 0, self.previous.round)
         job = self.observed.job(Role.SHARDS, current)
-        if job is None and current == 0:
-            job_spec = build_worker_job(self.owner, self.spec, self.config, shards=shards, round_=0)
+        if job is None and current == 0 and (self.may_run or not self.spec.queue_name):
+            # A queued Job is created only when it may run: Kueue would admit it at once.
+            job_spec = build_worker_job(
+                self.owner,
+                self.spec,
+                self.config,
+                shards=shards,
+                round_=0,
+                suspend=not self.may_run,
+            )
             self.create(job_spec)
         elif job is not None:
             self.follow_spec(job, shards)
@@ -416,12 +458,14 @@ class _Run:
 
     def follow_spec(self, job: JobState, shards: int) -> None:
         """Suspend and parallelism may change while a run goes on; the Job follows them.
-        Kueue owns `suspend` of a queued run's Job."""
+        Kueue owns `suspend` of a queued run's Job: its Workload's `active` follows instead."""
         if job.finished:
             return
         changes: dict[str, Any] = {}
-        if self.spec.queue_name is None and job.suspended != self.spec.suspend:
-            changes["suspend"] = self.spec.suspend
+        if self.spec.queue_name:
+            self.set_workload_active(job, active=self.may_run)
+        elif job.suspended == self.may_run:
+            changes["suspend"] = not self.may_run
         if job.parallelism != min(self.spec.parallelism, shards):
             changes["parallelism"] = min(self.spec.parallelism, shards)
         if changes:
@@ -457,13 +501,15 @@ class _Run:
 
     def unfinished_round(self, job: JobState | None, progress: Progress) -> None:
         if self.spec.suspend:
-            self.suspended()
+            self.suspended(job)
             return
-        if job is not None and job.suspended and self.spec.queue_name:
-            self.queued(
-                "WaitingForKueue",
-                f"the Job waits for Kueue to admit it from queue {self.spec.queue_name}",
-            )
+        if not self.admitted:
+            self.wait_for_slot()
+            return
+        if self.spec.queue_name and (job is None or job.suspended):
+            workload = self.observed.workload(job) if job else None
+            message = waiting_message(self.spec.queue_name, workload, self.observed.queue, self.now)
+            self.queued("WaitingForKueue", message)
             return
         message = "worker pods are scoring the shards"
         items = self.status.items
@@ -499,6 +545,12 @@ class _Run:
         delay = retry_delay(self.spec.retry.backoff, current, f"{self.owner.uid}/{current}")
         at = self.status.next_retry_time or (ended + timedelta(seconds=delay))
         message = f"{progress.retryable} failed items will be retried in round {current + 1}"
+        if self.now >= at and self.spec.suspend:
+            self.suspended(None)
+            return
+        if self.now >= at and not self.admitted:
+            self.wait_for_slot()
+            return
         if self.now >= at:
             self.create(
                 build_worker_job(

@@ -75,7 +75,9 @@ class BatchPredictionSpec(ApiModel):
     queue_name: str | None = Field(
         default=None,
         pattern=DNS_SUBDOMAIN,
-        description="Kueue LocalQueue; the Job is created suspended until Kueue admits it.",
+        description="Kueue LocalQueue for the shard Jobs: each is created suspended and runs "
+        "when Kueue admits its Workload; suspend then deactivates the Workload (Kueue owns the "
+        "Job's suspend) and resume puts it back in the queue.",
     )
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, description="Delete the resource this long after it finished."
