@@ -37,9 +37,13 @@ def outcome_exit_code(phase: str | None) -> int | None:
 
 
 def parse_time(value: str | None) -> datetime | None:
+    """An API timestamp (RFC 3339); None when absent or unreadable."""
     if not value:
         return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batchpredict.api.v1alpha1.status import TERMINAL_PHASES
+from batchpredict.console.runs import parse_time
 from batchpredict.reconcile.naming import LABEL_ROLE, LABEL_ROUND
 
 # The pod annotation the Job controller sets on each pod of an Indexed Job.
@@ -39,15 +40,6 @@ def _get(obj: Any, *path: str) -> Any:
             return None
         obj = obj.get(key)
     return obj
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def duration_seconds(start: str | None, end: str | None, now: datetime | None = None) -> int | None:
